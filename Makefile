@@ -1,0 +1,38 @@
+# Set-up and entry points. `make demo` and `make test` each build the virtual environment first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, as a CPU build where there is no NVIDIA GPU: a plain `pip install torch` would pull
+# a multi-GB CUDA build. A wheel already on disk (pip's find-links) is used when there is one.
+$(VENV)/.torch: | $(BIN)/python
+	if $(BIN)/pip install --quiet --no-index --no-deps torch==$(TORCH_VERSION) 2>/dev/null; then \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+	else \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX); \
+	fi
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python examples/quickstart.py
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info
