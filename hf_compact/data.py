@@ -1,0 +1,261 @@
+"""Text-classification data for the recipes: loading, fixed seeded splits, label names, tokenisation, batching.
+
+`load_text_dataset` returns a `datasets.DatasetDict` with "train", "validation" and "test" splits from local
+CSV / JSON / JSON Lines / Parquet files, a Hub dataset name, or a dataset already in memory. Splits that exist are
+kept; missing ones are carved out of "train" with a fixed seed, stratified by label for classification.
+
+Labels: a column of strings becomes a `ClassLabel` with the names sorted, so `label_names(dataset)` gives the
+`id2label` a model config needs; a `ClassLabel` column keeps its names; integer ids keep their values (names
+`None`); floats are regression targets; lists of 0/1 are multi-label targets.
+
+```python
+>>> from hf_compact.data import load_text_dataset, label_names
+>>> data = load_text_dataset({"train": "reviews.csv"}, text_column="review", label_column="sentiment")  # doctest: +SKIP
+>>> label_names(data)  # doctest: +SKIP
+['negative', 'positive']
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+
+import datasets
+import torch
+from transformers.trainer_pt_utils import get_length_grouped_indices
+
+
+LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SPLITS = ("train", "validation", "test")
+
+
+def _builder_for(files: list[str]) -> str:
+    formats = set()
+    for path in files:
+        if not os.path.isfile(path):
+            raise ValueError(f"Data file {path!r} does not exist.")
+        extension = os.path.splitext(path)[1].lower()
+        if extension not in LOCAL_FORMATS:
+            raise ValueError(
+                f"Data file {path!r} has extension {extension!r}; use one of {sorted(LOCAL_FORMATS)}."
+            )
+        formats.add(LOCAL_FORMATS[extension])
+    if len(formats) != 1:
+        raise ValueError(f"Data files {files} mix formats {sorted(formats)}; give files of one format.")
+    return formats.pop()
+
+
+def _load(data, dataset_config_name: str | None) -> datasets.DatasetDict:
+    if isinstance(data, datasets.DatasetDict):
+        return data
+    if isinstance(data, datasets.Dataset):
+        return datasets.DatasetDict({"train": data})
+    if isinstance(data, (str, os.PathLike)) and not os.path.exists(data) and os.path.splitext(str(data))[1] == "":
+        return datasets.load_dataset(str(data), dataset_config_name)  # a Hub dataset name
+    if isinstance(data, (str, os.PathLike)):
+        data = {"train": str(data)}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"data={data!r} is not a file, a {{split: file}} mapping, a Hub name or a Dataset.")
+    unknown = set(data) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"Unknown split names {sorted(unknown)}; use {SPLITS}.")
+    if "train" not in data:
+        raise ValueError(f"No 'train' file among the splits {sorted(data)}; the training data is required.")
+    files = {split: [str(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+             for split, paths in data.items()}
+    builder = _builder_for([path for paths in files.values() for path in paths])
+    try:
+        return datasets.load_dataset(builder, data_files=files)
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
+        raise ValueError(f"Could not read {files}: the file is empty or malformed ({error}).") from error
+
+
+def _prepare_labels(data: datasets.DatasetDict, label_column: str) -> datasets.DatasetDict:
+    feature = data["train"].features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return data
+    for split, dataset in data.items():
+        if any(value is None for value in dataset[label_column]):
+            raise ValueError(f"Column {label_column!r} of the {split} split has missing labels; fill or drop them.")
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        names = sorted({label for dataset in data.values() for label in dataset[label_column]})
+        return data.cast_column(label_column, datasets.ClassLabel(names=names))
+    return data
+
+
+def _is_class_ids(feature) -> bool:
+    return isinstance(feature, datasets.ClassLabel) or (
+        isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
+    )
+
+
+def load_text_dataset(
+    data,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = "label",
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    dataset_config_name: str | None = None,
+) -> datasets.DatasetDict:
+    """Load text data as train/validation/test splits with checked columns and labels.
+
+    Args:
+        data: a file path, a `{"train": path, "validation": path, "test": path}` mapping (only "train" required),
+            a Hub dataset name, or a `datasets.Dataset` / `DatasetDict`.
+        text_column, text_pair_column: the input text column(s).
+        label_column: the target column; `None` for unlabelled text (general distillation).
+        validation_fraction, test_fraction: shares of "train" carved out for splits the data does not have.
+        seed: the seed of those splits; the same seed always gives the same splits.
+        dataset_config_name: the configuration of a Hub dataset.
+    """
+    for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name}={value} is invalid: it must be strictly between 0 and 1.")
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"validation_fraction + test_fraction = {validation_fraction + test_fraction} leaves no training data; "
+            "keep their sum below 1."
+        )
+    data = _load(data, dataset_config_name)
+    if "train" not in data:
+        raise ValueError(f"The data has splits {sorted(data)} but no 'train' split.")
+    unknown = set(data) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"Unknown split names {sorted(unknown)} in the data; rename them to {SPLITS}.")
+
+    wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
+    for split, dataset in data.items():
+        missing = [c for c in wanted if c not in dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"Column(s) {missing} not found in the {split} split; available columns: {dataset.column_names}. "
+                "Pass the right names with --text_column / --label_column."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"The {split} split is empty; the recipes need examples in every split.")
+        for column in (text_column, text_pair_column):
+            if column is not None and any(not isinstance(t, str) or not t.strip() for t in dataset[column]):
+                raise ValueError(f"Column {column!r} of the {split} split has empty or missing texts; drop them.")
+
+    if label_column is not None:
+        data = _prepare_labels(data, label_column)
+    stratify = label_column if label_column is not None and _is_class_ids(data["train"].features[label_column]) else None
+    if stratify is not None and not isinstance(data["train"].features[stratify], datasets.ClassLabel):
+        data = data.cast_column(stratify, datasets.ClassLabel(num_classes=_num_ids(data, stratify)))
+
+    carve = [s for s in ("test", "validation") if s not in data]
+    splits = dict(data)
+    fractions = {"test": test_fraction, "validation": validation_fraction}
+    remaining = 1.0
+    for split in carve:
+        share = fractions[split] / remaining
+        train = splits["train"]
+        minimum = 2 if stratify is None else 2 * train.features[stratify].num_classes
+        if len(train) < minimum:
+            raise ValueError(
+                f"The train split has {len(train)} examples, too few to carve out a {split} split; give at least "
+                f"{minimum} examples or a {split} file."
+            )
+        try:
+            parts = train.train_test_split(test_size=share, seed=seed, stratify_by_column=stratify)
+        except ValueError:  # a class too small to stratify: fall back to a plain seeded split
+            parts = train.train_test_split(test_size=share, seed=seed)
+        splits["train"], splits[split] = parts["train"], parts["test"]
+        remaining -= fractions[split]
+    result = datasets.DatasetDict({split: splits[split] for split in SPLITS})
+    for split, dataset in result.items():
+        if len(dataset) == 0:
+            raise ValueError(f"The {split} split is empty after splitting; give more data or larger fractions.")
+    return result
+
+
+def _num_ids(data: datasets.DatasetDict, column: str) -> int:
+    values = [v for dataset in data.values() for v in dataset[column]]
+    if min(values) < 0:
+        raise ValueError(f"Column {column!r} has negative class ids ({min(values)}); ids must be 0..num_labels-1.")
+    return max(values) + 1
+
+
+def label_names(data: datasets.DatasetDict | datasets.Dataset, label_column: str = "label") -> list[str] | None:
+    """The class names of a `ClassLabel` label column (index = id), or `None` when the labels carry no names."""
+    dataset = data["train"] if isinstance(data, datasets.DatasetDict) else data
+    feature = dataset.features.get(label_column) or dataset.features.get("labels")
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return None
+
+
+def num_labels(data: datasets.DatasetDict, label_column: str = "label") -> int:
+    """Number of classes (classification), outputs (multi-label) or 1 (regression)."""
+    feature = data["train"].features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    if isinstance(feature, datasets.Sequence) or isinstance(feature, list):
+        return len(data["train"][0][label_column])
+    return 1
+
+
+def tokenize_dataset(
+    data: datasets.DatasetDict,
+    tokenizer,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = "label",
+    max_length: int = 128,
+) -> datasets.DatasetDict:
+    """Tokenise every split (truncated, not padded: the collator pads each batch), keep the labels as `labels`,
+    add `length` (tokens per example) for length-grouped batching, and drop the raw columns."""
+    def encode(batch):
+        texts = batch[text_column]
+        pairs = batch[text_pair_column] if text_pair_column else None
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    keep = {label_column} if label_column else set()
+    tokenized = data.map(
+        encode,
+        batched=True,
+        remove_columns=[c for c in data["train"].column_names if c not in keep],
+        desc="Tokenizing",
+    )
+    if label_column and label_column != "labels":
+        tokenized = tokenized.rename_column(label_column, "labels")
+    return tokenized
+
+
+class EpochLengthGroupedSampler(torch.utils.data.Sampler):
+    """Indices in batches of similar length, shuffled reproducibly: epoch `e` always gives the same order for the
+    same seed, which lets an interrupted run resume exactly. Call `set_epoch(e)` before each epoch."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42):
+        if not lengths:
+            raise ValueError("Cannot sample from an empty dataset.")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+__all__ = [
+    "EpochLengthGroupedSampler",
+    "label_names",
+    "load_text_dataset",
+    "num_labels",
+    "tokenize_dataset",
+]

