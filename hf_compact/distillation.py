@@ -1,0 +1,178 @@
+"""The distillation objective: which losses, with which weights, between which layers.
+
+`DistillationConfig` holds the weights and the temperature; `Distiller` turns a student's and a teacher's outputs
+into the weighted total and its parts. The distiller is an `nn.Module` because the MSE loss between models of
+different widths trains a projection: give its parameters to the optimizer and save it with the training state.
+
+```python
+>>> from hf_compact.distillation import DistillationConfig, Distiller
+>>> config = DistillationConfig(kd_weight=1.0, ce_weight=0.5, temperature=2.0)
+>>> distiller = Distiller(config, layer_map=[1, 3, 5], student_width=384, teacher_width=384)
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from . import losses
+
+
+@dataclass
+class DistillationConfig:
+    """Weights of the distillation losses (0 turns a loss off) and their settings."""
+
+    temperature: float = field(default=2.0, metadata={"help": "Softening temperature T of the soft-target KL."})
+    kd_weight: float = field(default=1.0, metadata={"help": "Soft-target KL (times T^2) weight."})
+    ce_weight: float = field(default=0.0, metadata={"help": "Hard-label cross-entropy / MLM loss weight."})
+    cos_weight: float = field(default=0.0, metadata={"help": "Cosine alignment of mapped hidden states."})
+    mse_weight: float = field(default=0.0, metadata={"help": "MSE of mapped hidden states (projected if needed)."})
+    attention_weight: float = field(default=0.0, metadata={"help": "KL of mapped attention distributions."})
+    relation_heads: int = field(default=4, metadata={"help": "Relation heads when head counts differ (MiniLM)."})
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} is invalid: it must be positive.")
+        weights = self.weights()
+        negative = {name: value for name, value in weights.items() if value < 0}
+        if negative:
+            raise ValueError(f"Loss weights must be >= 0; got {negative}.")
+        if not any(weights.values()):
+            raise ValueError("Every loss weight is 0: set at least one of " + ", ".join(weights) + ".")
+        if self.relation_heads <= 0:
+            raise ValueError(f"relation_heads={self.relation_heads} is invalid: it must be a positive integer.")
+
+    def weights(self) -> dict[str, float]:
+        return {
+            "kd": self.kd_weight,
+            "ce": self.ce_weight,
+            "cos": self.cos_weight,
+            "mse": self.mse_weight,
+            "attention": self.attention_weight,
+        }
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.cos_weight > 0 or self.mse_weight > 0
+
+    @property
+    def needs_attentions(self) -> bool:
+        return self.attention_weight > 0
+
+    @property
+    def needs_teacher_forward(self) -> bool:
+        """Whether each step needs the teacher's forward pass (else cached teacher logits are enough)."""
+        return self.needs_hidden_states or self.needs_attentions
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Distiller(nn.Module):
+    """Weighted sum of the distillation losses between a student and a teacher.
+
+    Args:
+        config: the weights and settings.
+        layer_map: for each student layer, the teacher layer it is aligned with (see `hf_compact.layer_map`).
+        student_width, teacher_width: hidden sizes; a learned projection is built when they differ and the MSE
+            loss is on.
+        student_heads, teacher_heads: attention head counts; when they differ the attention loss compares
+            MiniLM-style relations of the hidden states instead of attention maps.
+    """
+
+    def __init__(
+        self,
+        config: DistillationConfig,
+        layer_map: list[int],
+        student_width: int,
+        teacher_width: int,
+        student_heads: int | None = None,
+        teacher_heads: int | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.layer_map = list(layer_map)
+        self.same_heads = student_heads == teacher_heads
+        if config.cos_weight > 0 and student_width != teacher_width:
+            raise ValueError(
+                f"cos_weight={config.cos_weight} needs equal widths but the student has {student_width} and the "
+                f"teacher {teacher_width}; use mse_weight (it learns a projection) instead."
+            )
+        if config.attention_weight > 0 and not self.same_heads:
+            for width in (student_width, teacher_width):
+                if width % config.relation_heads:
+                    raise ValueError(
+                        f"relation_heads={config.relation_heads} must divide both widths ({student_width}, "
+                        f"{teacher_width}) for the relation loss used when head counts differ."
+                    )
+        self.projection = None
+        if config.mse_weight > 0 and student_width != teacher_width:
+            self.projection = nn.Linear(student_width, teacher_width)
+
+    def forward(
+        self,
+        student_outputs,
+        teacher_logits: torch.Tensor | None = None,
+        teacher_outputs=None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and each weighted part (as floats, for logging). `student_outputs.loss` is the hard-label
+        loss when labels were given to the student; `teacher_logits` may come from a cache."""
+        config = self.config
+        if teacher_logits is None and teacher_outputs is not None:
+            teacher_logits = teacher_outputs.logits
+        parts: dict[str, torch.Tensor] = {}
+        if config.kd_weight > 0:
+            parts["kd"] = losses.soft_target_kl(
+                student_outputs.logits, teacher_logits.to(student_outputs.logits.dtype), config.temperature,
+                attention_mask,
+            )
+        if config.ce_weight > 0:
+            if student_outputs.loss is None:
+                raise ValueError("ce_weight > 0 needs labels: pass them to the student's forward.")
+            parts["ce"] = student_outputs.loss
+        if config.needs_teacher_forward:
+            if teacher_outputs is None:
+                raise ValueError("The hidden-state and attention losses need the teacher's outputs at every step.")
+            pairs = [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]  # index 0 holds the embeddings
+            if config.cos_weight > 0:
+                parts["cos"] = sum(
+                    losses.hidden_cosine(student_outputs.hidden_states[s], teacher_outputs.hidden_states[t],
+                                         attention_mask)
+                    for s, t in pairs
+                ) / len(pairs)
+            if config.mse_weight > 0:
+                parts["mse"] = sum(
+                    losses.hidden_mse(student_outputs.hidden_states[s], teacher_outputs.hidden_states[t],
+                                      attention_mask, self.projection)
+                    for s, t in pairs
+                ) / len(pairs)
+            if config.attention_weight > 0:
+                if self.same_heads:
+                    attention = [
+                        losses.attention_kl(student_outputs.attentions[i], teacher_outputs.attentions[t],
+                                            attention_mask)
+                        for i, t in enumerate(self.layer_map)
+                    ]
+                else:
+                    attention = [
+                        losses.relation_kl(student_outputs.hidden_states[s], teacher_outputs.hidden_states[t],
+                                           attention_mask, config.relation_heads)
+                        for s, t in pairs
+                    ]
+                parts["attention"] = sum(attention) / len(attention)
+        weights = config.weights()
+        total = sum(weights[name] * value for name, value in parts.items())
+        return total, {name: float(value.detach()) * weights[name] for name, value in parts.items()}
+
+
+def is_finite(loss: torch.Tensor) -> bool:
+    value = float(loss.detach())
+    return not (math.isnan(value) or math.isinf(value))
+
+
+__all__ = ["DistillationConfig", "Distiller", "is_finite"]

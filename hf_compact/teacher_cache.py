@@ -1,0 +1,136 @@
+"""Teacher logits computed once, stored on disk, reused while teacher and data are the same.
+
+Logit-only distillation (soft targets, hard labels) needs the teacher's logits for each training example and
+nothing else from it. `teacher_logits_column` runs the teacher once over a tokenised split, stores its logits (all
+of them, or the top k per example) as an Arrow dataset under `cache_dir/<key>/`, and returns them as a column to
+add to the split. The key hashes the teacher's weights and configuration and the exact token ids, so a cache is
+reused across epochs and runs only when the teacher, the data and the tokenizer are all unchanged.
+
+```python
+>>> column = teacher_logits_column(teacher, tokenized["train"], "outputs/cache", collator)  # doctest: +SKIP
+>>> train = tokenized["train"].add_column("teacher_logits", column)  # doctest: +SKIP
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+MASKED_LOGIT = -1e4  # logit given to classes outside a stored top-k: softmax gives them no probability
+
+
+def cache_key(teacher: torch.nn.Module, dataset: datasets.Dataset, top_k: int | None = None) -> str:
+    """A hash of the teacher (weights and config), the token ids of every example, and top_k."""
+    digest = hashlib.sha256()
+    config = getattr(teacher, "config", None)
+    if config is not None:
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for column in ("input_ids", "token_type_ids"):
+        if column in dataset.column_names:
+            for ids in dataset.with_format("numpy", columns=[column]).iter(batch_size=4096):
+                for row in ids[column]:
+                    digest.update(np.asarray(row, dtype=np.int64).tobytes())
+                    digest.update(b"|")
+    digest.update(f"top_k={top_k}".encode())
+    return digest.hexdigest()[:24]
+
+
+@torch.inference_mode()
+def compute_teacher_logits(
+    teacher: torch.nn.Module,
+    dataset: datasets.Dataset,
+    collator,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> list[np.ndarray]:
+    """The teacher's logits for every example, in dataset order (padding positions removed for token tasks)."""
+    device = device or next(teacher.parameters()).device
+    teacher.eval()
+    inputs = dataset.remove_columns([c for c in dataset.column_names if c in ("labels", "length", "teacher_logits")])
+    loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    logits: list[np.ndarray] = []
+    for batch in tqdm(loader, desc="Teacher logits", disable=not show_progress):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        output = teacher(**batch).logits.float().cpu()
+        if output.dim() == 3:  # token-level: keep each example's real tokens only
+            lengths = batch["attention_mask"].sum(-1).tolist()
+            logits.extend(row[:n].numpy() for row, n in zip(output, lengths))
+        else:
+            logits.extend(row.numpy() for row in output)
+    return logits
+
+
+def teacher_logits_column(
+    teacher: torch.nn.Module,
+    dataset: datasets.Dataset,
+    cache_dir: str | os.PathLike,
+    collator,
+    *,
+    top_k: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> list:
+    """Teacher logits for `dataset` (one entry per example), from `cache_dir` when a matching cache exists."""
+    if len(dataset) == 0:
+        raise ValueError("Cannot compute teacher logits for an empty dataset.")
+    key = cache_key(teacher, dataset, top_k)
+    path = os.path.join(cache_dir, key)
+    if os.path.isdir(path):
+        logger.info("Teacher logits found in %s", path)
+        cached = datasets.load_from_disk(path)
+        if len(cached) == len(dataset):
+            return _expand(cached, top_k)
+        logger.warning("Teacher cache %s has %d rows for %d examples; recomputing.", path, len(cached), len(dataset))
+    logits = compute_teacher_logits(teacher, dataset, collator, batch_size, show_progress=show_progress)
+    if top_k is not None:
+        order = [np.argsort(-row, axis=-1)[..., :top_k] for row in logits]
+        table = {
+            "topk_indices": [o.astype(np.int32) for o in order],
+            "topk_values": [np.take_along_axis(row, o, axis=-1) for row, o in zip(logits, order)],
+            "num_classes": [row.shape[-1] for row in logits],
+        }
+    else:
+        table = {"logits": logits}
+    os.makedirs(cache_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".teacher-cache-", dir=cache_dir)
+    try:
+        datasets.Dataset.from_dict(table).save_to_disk(staging)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(staging, path)  # readers see a complete cache or none
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _expand(datasets.load_from_disk(path), top_k)
+
+
+def _expand(cached: datasets.Dataset, top_k: int | None) -> list:
+    if top_k is None:
+        return [np.asarray(row, dtype=np.float32) for row in cached.with_format("numpy")["logits"]]
+    rows = []
+    for indices, values, num_classes in zip(cached["topk_indices"], cached["topk_values"], cached["num_classes"]):
+        indices, values = np.asarray(indices), np.asarray(values, dtype=np.float32)
+        full = np.full((*indices.shape[:-1], num_classes), MASKED_LOGIT, dtype=np.float32)
+        np.put_along_axis(full, indices, values, axis=-1)
+        rows.append(full)
+    return rows
+
+
+__all__ = ["MASKED_LOGIT", "cache_key", "compute_teacher_logits", "teacher_logits_column"]

@@ -1,0 +1,649 @@
+"""Knowledge distillation from a BERT-family teacher into a compact student, with Accelerate.
+
+Task distillation (a fine-tuned sequence classifier as the teacher):
+
+    accelerate launch recipes/distill.py --teacher path/to/teacher --train_file train.csv \
+        --student_type compact_distilbert --output_dir outputs/student
+
+General distillation on raw text (a masked-LM teacher), as DistilBERT was trained:
+
+    accelerate launch recipes/distill.py --task mlm --teacher bert-folder --train_file corpus.txt.csv \
+        --label_column none --ce_weight 1 --cos_weight 1 --output_dir outputs/mlm-student
+
+The same script runs as plain `python`, under `accelerate launch --cpu --num_processes 2` (gloo), on GPUs, with mixed
+precision, gradient accumulation, DeepSpeed or FSDP: see the configuration files in recipes/accelerate_configs/.
+
+The student starts from the teacher (`hf_compact.convert_to_compact`: embeddings plus the layers of the layer map)
+unless `--init scratch`. With only soft-target and hard-label losses, the teacher's logits are computed once and
+cached on disk (`--teacher_cache_dir`), so epochs run without a teacher forward pass; the hidden-state and attention
+losses need the teacher at every step.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    get_linear_schedule_with_warmup,
+)
+
+import hf_compact
+from hf_compact.data import EpochLengthGroupedSampler, label_names, load_text_dataset, tokenize_dataset
+from hf_compact.distillation import DistillationConfig, Distiller, is_finite
+from hf_compact.layer_map import default_layer_map, parse_layer_map
+from hf_compact.teacher_cache import teacher_logits_column
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_file", help="CSV / JSON / JSON Lines / Parquet file of training examples.")
+    data.add_argument("--validation_file")
+    data.add_argument("--test_file")
+    data.add_argument("--dataset_name", help="A Hub dataset name (instead of files).")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--builtin_dataset", choices=["rotten_tomatoes"],
+                      help="Data that ships with hf_compact: the Rotten Tomatoes review snippets.")
+    data.add_argument("--text_column", default="text")
+    data.add_argument("--text_pair_column")
+    data.add_argument("--label_column", default="label", help="'none' for raw text (--task mlm).")
+    data.add_argument("--max_length", type=int, default=128)
+    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--seed", type=int, default=42)
+
+    models = parser.add_argument_group("teacher and student")
+    models.add_argument("--teacher", required=True, help="Folder or Hub name of a BERT-family teacher.")
+    models.add_argument("--task", choices=["sequence-classification", "mlm"], default="sequence-classification")
+    models.add_argument("--student_type", choices=list(hf_compact.conversion.TARGET_MODEL_TYPES),
+                        default="compact_distilbert")
+    models.add_argument("--student_config", help="JSON file of student config fields (overrides the flags below).")
+    models.add_argument("--student_layers", type=int, help="Student depth (default: half the teacher's).")
+    models.add_argument("--student_groups", type=int,
+                        help="compact_squeezebert: groups of the q/k/v, intermediate and output projections.")
+    models.add_argument("--layer_map", help="Teacher layer per student layer, e.g. '1,3,5' (default: automatic).")
+    models.add_argument("--layer_strategy", choices=["uniform", "alternate"], default="uniform")
+    models.add_argument("--init", choices=["teacher", "scratch"], default="teacher")
+
+    objective = parser.add_argument_group("objective")
+    objective.add_argument("--temperature", type=float, default=2.0)
+    objective.add_argument("--kd_weight", type=float, default=1.0)
+    objective.add_argument("--ce_weight", type=float, default=0.0)
+    objective.add_argument("--cos_weight", type=float, default=0.0)
+    objective.add_argument("--mse_weight", type=float, default=0.0)
+    objective.add_argument("--attention_weight", type=float, default=0.0)
+    objective.add_argument("--teacher_cache_dir", help="Where cached teacher logits live (default: output_dir/..).")
+    objective.add_argument("--no_teacher_cache", action="store_true", help="Run the teacher at every step.")
+    objective.add_argument("--teacher_cache_top_k", type=int, help="Cache only the k largest teacher logits.")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=int, default=3)
+    training.add_argument("--max_steps", type=int, help="Stop after this many optimizer steps.")
+    training.add_argument("--batch_size", type=int, default=32)
+    training.add_argument("--eval_batch_size", type=int, default=64)
+    training.add_argument("--learning_rate", type=float, default=5e-5)
+    training.add_argument("--weight_decay", type=float, default=0.01)
+    training.add_argument("--warmup_ratio", type=float, default=0.06)
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    training.add_argument("--cpu", action="store_true", help="Train on the CPU even where a GPU is present.")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", required=True)
+    output.add_argument("--overwrite_output_dir", action="store_true")
+    output.add_argument("--checkpointing_steps", type=int, default=0, help="Save the training state every N steps.")
+    output.add_argument("--keep_checkpoints", type=int, default=2)
+    output.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in output_dir.")
+    output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
+    output.add_argument("--latency_batches", type=int, default=8, help="Batches timed for the latency ratio.")
+    output.add_argument("--push_to_hub", action="store_true")
+    output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
+    output.add_argument("--hub_private", action="store_true")
+    output.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)  # simulates a crash, for tests
+    args = parser.parse_args(argv)
+
+    if args.label_column.lower() == "none":
+        args.label_column = None
+    if args.task == "mlm" and args.label_column is not None:
+        args.label_column = None
+    if args.task == "sequence-classification" and args.label_column is None:
+        parser.error("--task sequence-classification needs --label_column.")
+    sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
+    if sum(sources) != 1:
+        parser.error("Give exactly one of --train_file, --dataset_name, --builtin_dataset.")
+    if args.push_to_hub:
+        if not args.hub_model_id or args.hub_model_id.count("/") != 1 or "" in args.hub_model_id.split("/"):
+            parser.error(f"--hub_model_id must be 'owner/name', got {args.hub_model_id!r}.")
+    for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
+    return args
+
+
+def prepare_output_dir(args, accelerator):
+    """Refuse to write over earlier results unless asked; resuming reuses the folder."""
+    existing = os.path.isdir(args.output_dir) and os.listdir(args.output_dir)
+    if existing and not (args.overwrite_output_dir or args.resume):
+        raise SystemExit(
+            f"Output folder {args.output_dir} exists and is not empty. Pass --resume to continue its run, "
+            "--overwrite_output_dir to replace it, or choose another --output_dir."
+        )
+    if accelerator.is_main_process:
+        if existing and args.overwrite_output_dir and not args.resume:
+            shutil.rmtree(args.output_dir)
+        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def load_data(args):
+    if args.builtin_dataset == "rotten_tomatoes":
+        from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+
+        return rotten_tomatoes_splits(seed=args.seed)
+    if args.dataset_name:
+        source = args.dataset_name
+    else:
+        source = {"train": args.train_file}
+        source.update({s: f for s, f in (("validation", args.validation_file), ("test", args.test_file)) if f})
+    return load_text_dataset(
+        source,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        seed=args.seed,
+        dataset_config_name=args.dataset_config_name,
+    )
+
+
+def load_teacher(args):
+    auto_class = AutoModelForMaskedLM if args.task == "mlm" else AutoModelForSequenceClassification
+    config = AutoConfig.from_pretrained(args.teacher)
+    if config.model_type not in hf_compact.conversion.SOURCE_MODEL_TYPES:
+        raise SystemExit(
+            f"The teacher is a {config.model_type!r} model; hf_compact distils BERT-family teachers of types "
+            f"{hf_compact.conversion.SOURCE_MODEL_TYPES}."
+        )
+    architectures = config.architectures or []
+    wanted = "ForMaskedLM" if args.task == "mlm" else "ForSequenceClassification"
+    if architectures and not any(a.endswith(wanted) or a.endswith("ForPreTraining") for a in architectures):
+        raise SystemExit(
+            f"The teacher's head is {architectures[0]}, which does not fit --task {args.task} (needs *{wanted}). "
+            "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task."
+        )
+    return auto_class.from_pretrained(args.teacher, use_safetensors=True)
+
+
+def build_student(args, teacher):
+    overrides = {}
+    if args.student_config:
+        with open(args.student_config) as handle:
+            overrides = json.load(handle)
+        overrides.pop("model_type", None)
+    if args.student_groups and args.student_type == "compact_squeezebert":
+        for name in ("q_groups", "k_groups", "v_groups", "intermediate_groups", "output_groups"):
+            overrides.setdefault(name, args.student_groups)
+    num_teacher_layers = teacher.config.num_hidden_layers
+    num_layers = args.student_layers or overrides.pop("num_hidden_layers", overrides.pop("n_layers", None))
+    num_layers = num_layers or max(1, num_teacher_layers // 2)
+    if args.layer_map:
+        layers = parse_layer_map(args.layer_map, num_teacher_layers, num_layers)
+    else:
+        layers = default_layer_map(num_teacher_layers, num_layers, args.layer_strategy)
+    attn = "eager" if args.attention_weight > 0 else None
+    if args.init == "teacher":
+        student = hf_compact.convert_to_compact(teacher, args.student_type, layers=layers, **overrides)
+        if attn:
+            student.set_attn_implementation(attn)
+    else:
+        student_config = AutoConfig.for_model(args.student_type, **overrides)
+        depth_field = "n_layers" if args.student_type == "compact_distilbert" else "num_hidden_layers"
+        setattr(student_config, depth_field, num_layers)
+        for name in ("vocab_size", "id2label", "label2id", "pad_token_id"):
+            setattr(student_config, name, getattr(teacher.config, name))
+        student_config.teacher_layer_map = layers
+        auto_class = AutoModelForMaskedLM if args.task == "mlm" else AutoModelForSequenceClassification
+        student = auto_class.from_config(student_config, attn_implementation=attn)
+    return student, layers
+
+
+def preflight(args, teacher, student, tokenizer, data):
+    """Checks that would otherwise fail hours later, each with the change that fixes it."""
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise SystemExit(
+            f"Student vocab_size={student.config.vocab_size} differs from the teacher's "
+            f"{teacher.config.vocab_size}: both must read the teacher's tokenizer. Remove vocab_size from the "
+            "student config."
+        )
+    if len(tokenizer) > teacher.config.vocab_size:
+        raise SystemExit(
+            f"The tokenizer has {len(tokenizer)} tokens but the teacher's embeddings only "
+            f"{teacher.config.vocab_size}: this tokenizer does not belong to this teacher."
+        )
+    if args.task == "sequence-classification":
+        names = label_names(data, args.label_column)
+        num_data_labels = len(names) if names else len(set(data["train"][args.label_column]))
+        if teacher.config.num_labels != num_data_labels:
+            raise SystemExit(
+                f"The teacher's head has {teacher.config.num_labels} labels but the data has {num_data_labels}: "
+                "the teacher must be fine-tuned on this task (recipes/finetune.py)."
+            )
+        teacher_names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        generic = all(name == f"LABEL_{i}" for i, name in enumerate(teacher_names))
+        if names and not generic and [n.lower() for n in names] != [n.lower() for n in teacher_names]:
+            raise SystemExit(
+                f"The data's labels {names} do not match the teacher's id2label {teacher_names} (by id). Map the "
+                "data's labels to the teacher's ids, or fine-tune the teacher on this label set."
+            )
+
+
+@torch.inference_mode()
+def evaluate(model, dataloader, accelerator, teacher_predictions=None):
+    """Accuracy on the dataloader's labels and, if teacher predictions are given, agreement with them."""
+    model.eval()
+    predictions, references = [], []
+    for batch in dataloader:
+        labels = batch.pop("labels")
+        batch.pop("teacher_logits", None)
+        logits = model(**batch).logits
+        gathered_predictions, gathered_labels = accelerator.gather_for_metrics((logits.argmax(-1), labels))
+        predictions.append(gathered_predictions.cpu())
+        references.append(gathered_labels.cpu())
+    predictions, references = torch.cat(predictions), torch.cat(references)
+    metrics = {"accuracy": (predictions == references).float().mean().item()}
+    if teacher_predictions is not None:
+        metrics["agreement"] = (predictions == teacher_predictions).float().mean().item()
+    return metrics, predictions
+
+
+@torch.inference_mode()
+def evaluate_mlm(model, dataloader, accelerator):
+    model.eval()
+    losses = []
+    for batch in dataloader:
+        loss = model(**batch).loss
+        losses.append(accelerator.gather_for_metrics(loss.detach().reshape(1)).mean().item())
+    loss = statistics.fmean(losses)
+    return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+@torch.inference_mode()
+def measure_latency(teacher, student, dataloader, num_batches):
+    """Median forward time (ms per batch) of teacher and student on the same batches, interleaved in one process."""
+    teacher.eval()
+    student.eval()
+    batches = []
+    for batch in dataloader:
+        batches.append({k: v for k, v in batch.items() if k not in ("labels", "teacher_logits")})
+        if len(batches) == num_batches:
+            break
+    for model in (teacher, student):  # warm-up
+        model(**batches[0])
+    times = {"teacher": [], "student": []}
+    for batch in batches:
+        for name, model in (("teacher", teacher), ("student", student)):
+            start = time.perf_counter()
+            model(**batch)
+            times[name].append((time.perf_counter() - start) * 1000)
+    teacher_ms, student_ms = statistics.median(times["teacher"]), statistics.median(times["student"])
+    return {
+        "teacher_ms": teacher_ms,
+        "student_ms": student_ms,
+        "speedup": teacher_ms / student_ms,
+        "batch_size": batches[0]["input_ids"].shape[0],
+        "sequence_length": "real",
+        "threads": torch.get_num_threads(),
+        "hardware": hardware_name(),
+        "batches": len(batches),
+    }
+
+
+def hardware_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
+def write_json_atomic(path, payload):
+    folder = os.path.dirname(path) or "."
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=2, default=float)
+        temporary = handle.name
+    os.replace(temporary, path)
+
+
+def save_checkpoint(accelerator, args, completed_batches):
+    """accelerator.save_state into a temporary folder, renamed into place: a crash never leaves half a checkpoint."""
+    root = os.path.join(args.output_dir, "checkpoints")
+    final = os.path.join(root, f"step_{completed_batches}")
+    staging = final + ".tmp"
+    accelerator.save_state(staging)
+    if accelerator.is_main_process:
+        with open(os.path.join(staging, "progress.json"), "w") as handle:
+            json.dump({"completed_batches": completed_batches}, handle)
+        os.replace(staging, final)
+        kept = sorted(checkpoints(args.output_dir), key=lambda p: int(p.rsplit("_", 1)[1]))
+        for old in kept[: -args.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def checkpoints(output_dir):
+    root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    return [os.path.join(root, d) for d in os.listdir(root) if d.startswith("step_") and not d.endswith(".tmp")]
+
+
+def save_model_atomic(accelerator, model, tokenizer, output_dir):
+    """save_pretrained into a staging folder, then move each file into output_dir."""
+    staging = os.path.join(output_dir, ".staging-model")
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    unwrapped.save_pretrained(staging, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
+                              state_dict=accelerator.get_state_dict(model))
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(staging)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        os.rmdir(staging)
+    accelerator.wait_for_everyone()
+
+
+def training_function(args):
+    trackers = None if args.report_to == "none" else args.report_to
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=trackers,
+        project_dir=args.output_dir,
+    )
+    prepare_output_dir(args, accelerator)
+    set_seed(args.seed)
+
+    teacher = load_teacher(args)
+    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
+    student, layer_map = build_student(args, teacher)
+    objective = DistillationConfig(
+        temperature=args.temperature,
+        kd_weight=args.kd_weight,
+        ce_weight=args.ce_weight,
+        cos_weight=args.cos_weight,
+        mse_weight=args.mse_weight,
+        attention_weight=args.attention_weight,
+    )
+    if objective.needs_attentions:
+        teacher.set_attn_implementation("eager")
+    distiller = Distiller(
+        objective,
+        layer_map,
+        student.config.hidden_size,
+        teacher.config.hidden_size,
+        student.config.num_attention_heads,
+        teacher.config.num_attention_heads,
+    )
+
+    with accelerator.main_process_first():
+        data = load_data(args)
+        if args.max_train_samples:
+            data["train"] = data["train"].select(range(min(args.max_train_samples, len(data["train"]))))
+        preflight(args, teacher, student, tokenizer, data)
+        tokenized = tokenize_dataset(
+            data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
+            label_column=args.label_column, max_length=args.max_length,
+        )
+    if args.task == "mlm":
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    else:
+        collator = DataCollatorWithPadding(tokenizer)
+    use_cache = args.task != "mlm" and not objective.needs_teacher_forward and not args.no_teacher_cache
+    train_set = tokenized["train"]
+    if use_cache:
+        cache_dir = args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
+                                                           ".teacher_cache")
+        with accelerator.main_process_first():
+            column = teacher_logits_column(
+                teacher.to(accelerator.device), train_set, cache_dir, collator, top_k=args.teacher_cache_top_k,
+                batch_size=args.eval_batch_size, show_progress=accelerator.is_local_main_process,
+            )
+        train_set = train_set.add_column("teacher_logits", [row.tolist() for row in column])
+    train_set = train_set.remove_columns(["length"]) if "length" in train_set.column_names else train_set
+    lengths = tokenized["train"]["length"]
+    sampler = EpochLengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
+    # Its own generator: creating an iterator then draws nothing from the global RNG, so a resumed run's dropout
+    # masks follow the uninterrupted run's exactly.
+    train_dataloader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    eval_sets = {s: tokenized[s].remove_columns(["length"]) for s in ("validation", "test")}
+    eval_dataloaders = {
+        s: DataLoader(d, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collator)
+        for s, d in eval_sets.items()
+    }
+
+    parameters = list(student.parameters()) + list(distiller.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
+    batches_per_epoch = len(train_dataloader)
+    updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps / accelerator.num_processes)
+    total_updates = args.max_steps or args.epochs * updates_per_epoch
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_updates), total_updates)
+
+    student, optimizer, train_dataloader, scheduler = accelerator.prepare(
+        student, optimizer, train_dataloader, scheduler
+    )
+    if any(p.requires_grad for p in distiller.parameters()):  # the learned projection of the MSE loss
+        distiller = accelerator.prepare_model(distiller)
+    else:
+        distiller = distiller.to(accelerator.device)
+    eval_dataloaders = {s: accelerator.prepare(d) for s, d in eval_dataloaders.items()}
+    teacher = accelerator.prepare_model(teacher, evaluation_mode=True)
+    teacher.eval()
+
+    run_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    if trackers:
+        accelerator.init_trackers("distill", config=run_config)
+
+    teacher_metrics, teacher_predictions = {}, {}
+    if args.task == "sequence-classification":
+        for split, loader in eval_dataloaders.items():
+            teacher_metrics[split], teacher_predictions[split] = evaluate(teacher, loader, accelerator)
+        chance = 1 / teacher.config.num_labels
+        accuracy = teacher_metrics["validation"]["accuracy"]
+        accelerator.print(f"teacher validation accuracy: {accuracy:.4f}")
+        if accuracy < chance + 0.05:
+            accelerator.print(
+                "\n" + "!" * 88 + f"\nWARNING: the teacher is near chance on the validation split ({accuracy:.3f} vs "
+                f"chance {chance:.3f}).\nA student cannot learn more than its teacher knows: fine-tune the teacher "
+                "first (recipes/finetune.py).\n" + "!" * 88 + "\n"
+            )
+    else:
+        teacher_metrics["validation"] = evaluate_mlm(teacher, eval_dataloaders["validation"], accelerator)
+
+    completed_batches = 0
+    if args.resume:
+        found = checkpoints(args.output_dir)
+        if not found:
+            raise SystemExit(f"--resume: no checkpoint in {args.output_dir}/checkpoints to resume from.")
+        latest = max(found, key=lambda p: int(p.rsplit("_", 1)[1]))
+        accelerator.load_state(latest)
+        with open(os.path.join(latest, "progress.json")) as handle:
+            completed_batches = json.load(handle)["completed_batches"]
+        accelerator.print(f"resumed from {latest} ({completed_batches} batches done)")
+
+    local_batches = len(train_dataloader)
+    total_batches = min(args.epochs * local_batches, (args.max_steps or 10**12) * args.gradient_accumulation_steps)
+    progress = tqdm(total=total_batches, initial=completed_batches, desc="distilling",
+                    disable=not accelerator.is_local_main_process)
+    start_epoch = completed_batches // local_batches
+    history = []
+    for epoch in range(start_epoch, args.epochs):
+        student.train()
+        train_dataloader.set_epoch(epoch)  # accelerate passes it on to the sampler at every new iteration
+        # Batches done before a resume are drawn and dropped from the same loader, so the order, and every random
+        # draw after it, are exactly those of an uninterrupted run.
+        skip = completed_batches - epoch * local_batches
+        for index, batch in enumerate(train_dataloader):
+            if index < skip:
+                continue
+            if completed_batches >= total_batches:
+                break
+            with accelerator.accumulate(student):
+                cached_logits = batch.pop("teacher_logits", None)
+                teacher_outputs = None
+                if cached_logits is None:
+                    with torch.no_grad():
+                        teacher_inputs = {k: v for k, v in batch.items() if k != "labels"}
+                        teacher_outputs = teacher(
+                            **teacher_inputs,
+                            output_hidden_states=objective.needs_hidden_states or objective.needs_attentions,
+                            output_attentions=objective.needs_attentions,
+                        )
+                student_inputs = batch if objective.ce_weight > 0 else {k: v for k, v in batch.items() if k != "labels"}
+                student_outputs = student(
+                    **student_inputs,
+                    output_hidden_states=objective.needs_hidden_states or objective.needs_attentions,
+                    output_attentions=objective.needs_attentions,
+                )
+                mask = batch["attention_mask"] if student_outputs.logits.dim() == 3 else None
+                loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, mask)
+                if not is_finite(loss):
+                    kept = checkpoints(args.output_dir)
+                    raise SystemExit(
+                        f"The loss became {float(loss)} at batch {completed_batches} (parts: {parts}). Training "
+                        f"stopped; the last good checkpoint is kept in {max(kept) if kept else 'none (none saved)'}. "
+                        "Lower --learning_rate or --temperature, or use --mixed_precision no."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            completed_batches += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(loss):.4f}")
+            if trackers and accelerator.sync_gradients:
+                accelerator.log({"train/loss": float(loss), **{f"train/{k}": v for k, v in parts.items()},
+                                 "train/lr": scheduler.get_last_lr()[0]}, step=completed_batches)
+            if args.checkpointing_steps and completed_batches % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args, completed_batches)
+            if args.stop_after_steps and completed_batches >= args.stop_after_steps:
+                accelerator.print(f"stopping abruptly after {completed_batches} batches (--stop_after_steps)")
+                sys.stdout.flush()
+                os._exit(3)
+        if args.task == "sequence-classification":
+            metrics, _ = evaluate(student, eval_dataloaders["validation"], accelerator, teacher_predictions["validation"])
+        else:
+            metrics = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
+        history.append({"epoch": epoch + 1, **metrics})
+        accelerator.print(
+            f"epoch {epoch + 1}: student " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            + " | teacher " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics["validation"].items())
+        )
+        if trackers:
+            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=completed_batches)
+        if completed_batches >= total_batches:
+            break
+    progress.close()
+
+    results = {
+        "model_name": os.path.basename(os.path.abspath(args.output_dir)),
+        "model_type": args.student_type,
+        "task": "text-classification" if args.task == "sequence-classification" else "fill-mask",
+        "dataset": {
+            "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
+            "split": "test",
+            "num_examples": len(eval_sets["test"]),
+            "source": args.builtin_dataset or args.dataset_name or args.train_file,
+        },
+        "teacher": {
+            "name_or_path": args.teacher,
+            "model_type": teacher.config.model_type,
+            "parameters": accelerator.unwrap_model(teacher).num_parameters(),
+        },
+        "student": {"parameters": accelerator.unwrap_model(student).num_parameters()},
+        "training": {
+            "method": "distillation",
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "temperature": args.temperature,
+            "loss_weights": objective.weights(),
+            "layer_map": layer_map,
+            "init": "teacher layers" if args.init == "teacher" else "scratch",
+            "teacher_cache": use_cache,
+            "history": history,
+        },
+    }
+    if args.task == "sequence-classification":
+        student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])
+        results["teacher"]["metrics"] = teacher_metrics["test"]
+        results["student"]["metrics"] = student_test
+        results["retention"] = {"accuracy": student_test["accuracy"] / teacher_metrics["test"]["accuracy"]}
+        accelerator.print(
+            f"test: teacher accuracy {teacher_metrics['test']['accuracy']:.4f}, student accuracy "
+            f"{student_test['accuracy']:.4f} (retention {100 * results['retention']['accuracy']:.1f}%, agreement "
+            f"{student_test['agreement']:.4f})"
+        )
+    else:
+        results["teacher"]["metrics"] = teacher_metrics["validation"]
+        results["student"]["metrics"] = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
+    if accelerator.is_main_process and args.latency_batches > 0:
+        results["speed"] = measure_latency(
+            accelerator.unwrap_model(teacher), accelerator.unwrap_model(student), eval_dataloaders["test"],
+            args.latency_batches,
+        )
+        accelerator.print(
+            f"latency per batch: teacher {results['speed']['teacher_ms']:.1f} ms, student "
+            f"{results['speed']['student_ms']:.1f} ms ({results['speed']['speedup']:.2f}x)"
+        )
+
+    save_model_atomic(accelerator, student, tokenizer, args.output_dir)
+    if accelerator.is_main_process:
+        weights = os.path.join(args.output_dir, "model.safetensors")
+        results["student"]["file_size_bytes"] = os.path.getsize(weights) if os.path.exists(weights) else None
+        write_json_atomic(os.path.join(args.output_dir, "results.json"), results)
+        accelerator.print(f"student saved to {args.output_dir}")
+    if trackers:
+        accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        from hf_compact.hub import push_folder_to_hub
+
+        url = push_folder_to_hub(args.output_dir, args.hub_model_id, private=args.hub_private,
+                                 commit_message="Distilled with hf_compact")
+        accelerator.print(f"pushed to {url}")
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training_function(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""recipes/distill.py end to end on a tiny trained teacher: learning, two processes, kill and resume, bad input."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, pipeline
+
+import hf_compact  # noqa: F401  (registers the compact types for the reload checks)
+
+
+RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "distill.py")
+FAST = ["--report_to", "none", "--latency_batches", "2", "--batch_size", "32", "--max_length", "32"]
+
+
+def run(args, expect_ok=True, launcher=None):
+    command = (launcher or [sys.executable]) + [RECIPE] + [str(a) for a in args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if expect_ok:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def common(teacher, data, output_dir, *extra):
+    return ["--teacher", teacher, "--train_file", data, "--output_dir", output_dir, *FAST, *extra]
+
+
+def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, synthetic_csv, tmp_path):
+    out = tmp_path / "student"
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--epochs", "4",
+                        "--learning_rate", "2e-3", "--teacher_cache_dir", tmp_path / "cache"))
+    assert "teacher validation accuracy" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["teacher"]["metrics"]["accuracy"] > 0.85  # the fixture teacher has learned the task
+    assert results["student"]["metrics"]["agreement"] > 0.85  # chance agreement is about 0.5
+    assert results["retention"]["accuracy"] == pytest.approx(
+        results["student"]["metrics"]["accuracy"] / results["teacher"]["metrics"]["accuracy"]
+    )
+    assert results["training"]["layer_map"] == [1, 3]
+    assert results["training"]["teacher_cache"] is True
+    assert results["speed"]["speedup"] > 0 and results["student"]["file_size_bytes"] > 0
+    assert len(os.listdir(tmp_path / "cache")) == 1  # teacher logits cached once
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert type(model).__name__ == "CompactDistilBertForSequenceClassification"
+    classifier = pipeline("text-classification", model=str(out), device="cpu")
+    assert classifier("w1 w20 w30")[0]["label"] in ("negative", "positive")
+    assert (out / "modeling_compact_distilbert.py").exists()  # loads without hf_compact too
+
+
+def test_squeezebert_student_with_hidden_state_and_attention_losses(trained_teacher, synthetic_csv, tmp_path):
+    out = tmp_path / "squeeze"
+    run(common(trained_teacher, synthetic_csv, out, "--student_type", "compact_squeezebert", "--student_groups", "2",
+               "--student_layers", "2", "--epochs", "1", "--max_steps", "6", "--ce_weight", "0.5",
+               "--cos_weight", "1", "--attention_weight", "1", "--learning_rate", "1e-3"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["teacher_cache"] is False  # hidden-state losses need the teacher each step
+    assert results["training"]["loss_weights"]["attention"] == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "compact_squeezebert" and config["q_groups"] == 2
+
+
+def test_two_processes_under_accelerate_launch(trained_teacher, synthetic_csv, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(port)]
+    out = tmp_path / "ddp"
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--epochs", "1",
+                        "--max_steps", "4", "--checkpointing_steps", "2"), launcher=launcher)
+    assert (out / "model.safetensors").exists(), result.stdout[-2000:]
+    assert (out / "checkpoints" / "step_4").is_dir()
+    assert json.loads((out / "results.json").read_text())["student"]["metrics"]["accuracy"] > 0
+
+
+def test_killed_run_resumes_to_the_same_weights(trained_teacher, synthetic_csv, tmp_path):
+    args = ["--student_layers", "2", "--epochs", "2", "--checkpointing_steps", "3", "--learning_rate", "1e-3",
+            "--no_teacher_cache", "--latency_batches", "0"]
+    run(common(trained_teacher, synthetic_csv, tmp_path / "whole", *args))
+    crashed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--stop_after_steps", "26"),
+                  expect_ok=False)
+    assert crashed.returncode == 3  # killed in the second epoch, after the checkpoint at batch 24
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--resume"))
+    assert "resumed from" in resumed.stdout
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    again = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    for name in whole:
+        torch.testing.assert_close(again[name], whole[name], rtol=0, atol=0)
+
+
+def test_bad_input_fails_before_training_with_a_clear_message(trained_teacher, synthetic_csv, tmp_path):
+    missing = run(common(trained_teacher, synthetic_csv, tmp_path / "a", "--text_column", "review"), expect_ok=False)
+    assert missing.returncode != 0 and "['review'] not found" in missing.stderr + missing.stdout
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("earlier results")
+    taken = run(common(trained_teacher, synthetic_csv, tmp_path / "taken"), expect_ok=False)
+    assert "exists and is not empty" in taken.stderr
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "earlier results"
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    result = run(common(trained_teacher, empty, tmp_path / "b"), expect_ok=False)
+    assert result.returncode != 0 and "empty" in result.stderr
+
+    three_labels = tmp_path / "three.csv"
+    rows = ["text,label"] + [f"w{i % 40 + 6} w7,{['a', 'b', 'c'][i % 3]}" for i in range(90)]
+    three_labels.write_text("\n".join(rows) + "\n")
+    result = run(common(trained_teacher, three_labels, tmp_path / "c"), expect_ok=False)
+    assert "teacher's head has 2 labels but the data has 3" in result.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_teacher, synthetic_csv, tmp_path):
+    out = tmp_path / "nan"
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--epochs", "1",
+                        "--checkpointing_steps", "1", "--learning_rate", "1e30", "--warmup_ratio", "0",
+                        "--no_teacher_cache"), expect_ok=False)
+    assert result.returncode != 0
+    assert "The loss became nan" in result.stderr or "The loss became inf" in result.stderr
+    assert list((out / "checkpoints").iterdir())  # the good checkpoints are still there
+    assert not (out / "model.safetensors").exists()
