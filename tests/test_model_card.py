@@ -1,0 +1,342 @@
+"""Model cards from measured results: metadata round trips, figures and rounding, optional sections, usage, plots."""
+
+import copy
+import json
+import math
+import re
+
+import pytest
+from huggingface_hub import ModelCard
+from transformers import BertConfig
+
+import hf_compact
+from hf_compact.flops import flops_per_token
+from hf_compact.model_card import (
+    build_model_card,
+    check_card_text,
+    comparison_from_results,
+    template_text,
+    write_model_card,
+)
+from hf_compact.plots import plot_accuracy_vs_latency, validate_points
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FAKE_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+
+
+def distilled_results(teacher_path="/home/someone/private/runs/minilm-teacher"):
+    config = hf_compact.CompactDistilBertConfig(dim=384, n_layers=3, n_heads=12, hidden_dim=1536)
+    return {
+        "model_name": "rt-compact-distilbert",
+        "model_type": "compact_distilbert",
+        "task": "text-classification",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "dataset": {"name": "rotten_tomatoes", "split": "test", "num_examples": 1276, "source": "rotten_tomatoes",
+                    "hub_id": None},
+        "teacher": {"name_or_path": teacher_path, "model_type": "bert", "parameters": 22713602,
+                    "metrics": {"accuracy": 0.8025, "f1": 0.7931}},
+        "student": {"parameters": 11012354, "file_size_bytes": 44061234,
+                    "metrics": {"accuracy": 0.7926, "f1": 0.7812, "agreement": 0.9312}},
+        "retention": {"accuracy": 0.98765},
+        "speed": {"teacher_ms": 40.14, "student_ms": 17.11, "speedup": 2.3456, "batch_size": 32,
+                  "sequence_length": "real", "threads": 2, "hardware": "AMD EPYC 7B13", "batches": 20},
+        "training": {"method": "distillation", "epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "seed": 42,
+                     "temperature": 2.0, "loss_weights": {"kd": 1.0, "ce": 0.5, "cos": 0.0, "mse": 0.0,
+                                                          "attention": 0.0},
+                     "layer_map": [1, 3, 5], "init": "teacher layers", "history": []},
+        "config": config.to_dict(),
+    }
+
+
+def finetuned_results():
+    """A plain fine-tuned BERT: only the required fields."""
+    return {
+        "model_name": "rt-bert-small",
+        "model_type": "bert",
+        "task": "text-classification",
+        "dataset": {"name": "reviews.csv", "split": "test", "num_examples": 200},
+        "model": {"parameters": 4400000, "metrics": {"accuracy": 0.81, "f1": 0.8}},
+    }
+
+
+def squeezebert_results():
+    config = hf_compact.CompactSqueezeBertConfig(
+        hidden_size=384, embedding_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=1536,
+        q_groups=2, intermediate_groups=8,
+    )
+    results = distilled_results(teacher_path="sentence-transformers/all-MiniLM-L6-v2")
+    results.update(model_name="rt-compact-squeezebert", model_type="compact_squeezebert", config=config.to_dict())
+    results["training"]["seeds"] = [
+        {"seed": 1, "accuracy": 0.8013, "f1": 0.7950},
+        {"seed": 2, "accuracy": 0.7781, "f1": 0.7702},
+        {"seed": 3, "accuracy": 0.7915, "f1": 0.7820},
+    ]
+    return results
+
+
+def comparison_points():
+    return [
+        {"name": "teacher", "accuracy": 0.8025, "latency_ms": 40.14, "role": "teacher"},
+        {"name": "student", "accuracy": 0.7926, "latency_ms": 17.11, "role": "student"},
+        {"name": "TF-IDF + logistic regression", "accuracy": 0.7512, "latency_ms": 1.9, "role": "baseline"},
+    ]
+
+
+def metrics_of(card):
+    return {result.metric_type: result.metric_value for result in card.data.eval_results}
+
+
+def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    results = distilled_results()
+    path = write_model_card(tmp_path, results, comparison=comparison_points(), repo_id="me/rt-compact-distilbert")
+
+    assert path == str(tmp_path / "README.md")
+    card = ModelCard.load(path)
+    data = card.data
+    assert (data.license, data.language, data.library_name) == ("apache-2.0", "en", "transformers")
+    assert data.pipeline_tag == "text-classification"
+    assert {"hf_compact", "distillation", "compact_distilbert"} <= set(data.tags)
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert data.datasets is None  # no hub_id given
+    assert data.model_name == "rt-compact-distilbert"
+    assert metrics_of(card) == results["student"]["metrics"]
+    assert {(r.task_type, r.dataset_type, r.dataset_split) for r in data.eval_results} == {
+        ("text-classification", "rotten_tomatoes", "test")
+    }
+
+    text = card.text
+    assert "98.8%" in text and "98.7%" not in text  # retention 0.98765, one decimal
+    assert "**2.35x**" in text  # speed-up 2.3456, two decimals
+    assert "| Accuracy | 80.25% | 79.26% |" in text
+    assert "| Latency (ms per batch of 32) | 40.1 | 17.1 |" in text
+    assert f"| Throughput (texts/s) | {32000 / 40.14:,.0f} | {32000 / 17.11:,.0f} |" in text
+    assert "**93.12%**" in text  # agreement
+    assert "44.1 MB" in text and "11.0M (11,012,354)" in text
+    flops = flops_per_token(hf_compact.CompactDistilBertConfig(**results["config"]), 128)
+    assert f"{flops / 1e6:.1f} MFLOPs" in text
+    assert "measured side by side in one process" in text
+    assert "batch size 32" in text and "2 threads" in text and "AMD EPYC 7B13" in text
+    assert "student layers 0, 1, 2 start as teacher layers 1, 3, 5" in text
+    assert "temperature 2" in text and "(weight 0.5)" in text and "cosine" not in text  # zero weights left out
+    assert "import hf_compact" in text and "trust_remote_code=True" in text
+    assert 'model="me/rt-compact-distilbert"' in text
+
+    # The plot: written, a real PNG, embedded with a relative link, its points also listed as a table.
+    plot = tmp_path / "accuracy_vs_latency.png"
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    assert "](accuracy_vs_latency.png)" in text
+    assert "| TF-IDF + logistic regression | baseline | 75.12% | 1.9 |" in text
+
+    # Nothing from the environment: no token, no local path of the teacher.
+    raw = (tmp_path / "README.md").read_text()
+    assert FAKE_TOKEN not in raw and "/home/someone" not in raw and "`minilm-teacher`" in raw
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "accuracy_vs_latency.png"]  # no temp files
+
+
+def test_finetuned_card_without_teacher_leaves_absent_sections_out(tmp_path):
+    path = write_model_card(tmp_path, finetuned_results())
+    card = ModelCard.load(path)
+    text = card.text
+
+    assert "distillation" not in card.data.tags and "bert" in card.data.tags
+    assert metrics_of(card) == {"accuracy": 0.81, "f1": 0.8}
+    assert "| Metric | This model |" in text and "Teacher" not in text
+    for absent in ("Retention", "Speed-up", "Agreement", "Latency", "Hyperparameters", "across seeds",
+                   "FLOPs", "Weights file size", "Projection groups", "Speed:", "accuracy_vs_latency"):
+        assert absent not in text, absent
+    # A bert model loads with transformers alone: no import of hf_compact, no remote code.
+    assert "import hf_compact" not in text and "trust_remote_code" not in text
+    assert not (tmp_path / "accuracy_vs_latency.png").exists()
+    check_card_text(str(card))  # no placeholder survived
+
+
+def test_squeezebert_card_reports_groups_and_per_seed_medians():
+    results = squeezebert_results()
+    card = build_model_card(results)
+    text = card.text
+
+    assert "compact_squeezebert" in card.data.tags
+    assert "| Projection groups | q 2, k 4, v 4, post-attention 1, intermediate 8, output 4 |" in text
+    assert "3 seeds" in text and "seeds 1, 2, 3" in text
+    assert "| 2 | 77.81% | 77.02% |" in text
+    assert "| **Median** | **79.15%** | **78.20%** |" in text
+    # The teacher is a Hub id: linked, and named as is.
+    hub_id = "sentence-transformers/all-MiniLM-L6-v2"
+    assert f"[{hub_id}](https://huggingface.co/{hub_id})" in text
+    assert "trust_remote_code=True" in text
+
+
+def test_metadata_lists_hub_dataset_and_license():
+    results = distilled_results()
+    results["dataset"]["hub_id"] = "cornell-movie-review-data/rotten_tomatoes"
+    results.update(license="mit", language="fr")
+    card = ModelCard(str(build_model_card(results)))
+    assert card.data.datasets == ["cornell-movie-review-data/rotten_tomatoes"]
+    assert (card.data.license, card.data.language) == ("mit", "fr")
+    assert {r.dataset_type for r in card.data.eval_results} == {"cornell-movie-review-data/rotten_tomatoes"}
+    assert "French text only" in card.text
+
+
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        (("model_name",), "model_name"),
+        (("task",), "task"),
+        (("dataset",), "dataset"),
+        (("dataset", "name"), "dataset.name"),
+        (("student", "metrics"), "student.metrics"),
+        (("student", "parameters"), "student.parameters"),
+        (("student",), "student"),
+    ],
+)
+def test_missing_required_field_is_named(path, field):
+    results = distilled_results()
+    container = results
+    for key in path[:-1]:
+        container = container[key]
+    del container[path[-1]]
+    with pytest.raises(ValueError, match=re.escape(f"'{field}'")):
+        build_model_card(results)
+
+
+def test_missing_field_in_results_file_names_the_file(tmp_path):
+    results = finetuned_results()
+    del results["model"]["parameters"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"'model\.parameters'.*results\.json"):
+        write_model_card(tmp_path / "card", tmp_path / "results.json")
+    assert not (tmp_path / "card" / "README.md").exists()
+
+
+def test_unsupported_task_is_rejected_with_choices():
+    results = finetuned_results()
+    results["task"] = "summarization"
+    with pytest.raises(ValueError, match="summarization.*text-classification"):
+        build_model_card(results)
+
+
+def test_results_file_and_config_json_of_the_folder(tmp_path):
+    results = distilled_results()
+    config = results.pop("config")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = ModelCard.load(write_model_card(tmp_path, tmp_path / "results.json")).text
+    assert "| Layers | 3 |" in text and "| Hidden size | 384 |" in text and "MFLOPs" in text
+
+
+def test_unmeasured_values_never_become_placeholders():
+    results = distilled_results()
+    results["student"]["metrics"]["f1"] = math.nan
+    results["student"]["file_size_bytes"] = None
+    results["speed"]["hardware"] = None
+    card = build_model_card(results)
+    assert "f1" not in metrics_of(card)
+    assert "| F1 |" not in card.text and "Weights file size" not in card.text
+    check_card_text(str(card))
+
+
+@pytest.mark.parametrize("placeholder", ["{{ model_name }}", "None", "nan", "TODO", "N/A"])
+def test_check_card_text_rejects_placeholders(placeholder):
+    with pytest.raises(ValueError, match="placeholder"):
+        check_card_text(f"| Accuracy | {placeholder} |")
+    check_card_text("Nonetheless, financial reviews are fine.")  # whole words only
+
+
+def test_check_card_text_rejects_tokens(monkeypatch):
+    with pytest.raises(ValueError, match="token"):
+        check_card_text(f"pushed with {FAKE_TOKEN}")
+    monkeypatch.setenv("HF_TOKEN", "a-private-value-123")
+    with pytest.raises(ValueError, match="token"):
+        check_card_text("name: a-private-value-123")
+
+
+def test_comparison_from_results_gives_teacher_and_student_points():
+    points = comparison_from_results(distilled_results())
+    assert points == [
+        {"name": "minilm-teacher", "accuracy": 0.8025, "latency_ms": 40.14, "role": "teacher"},
+        {"name": "rt-compact-distilbert", "accuracy": 0.7926, "latency_ms": 17.11, "role": "student"},
+    ]
+    assert comparison_from_results(finetuned_results()) == []  # no latency measured
+
+
+def test_usage_snippets_run_on_a_saved_folder(tmp_path, tokenizer_dir):
+    from transformers import BertTokenizer
+
+    folder = tmp_path / "model"
+    config = hf_compact.CompactDistilBertConfig(
+        vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )
+    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(folder)
+    BertTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    results = copy.deepcopy(distilled_results())
+    results.pop("config")  # read from the folder's config.json
+    text = ModelCard.load(write_model_card(folder, results, repo_id=str(folder))).text
+
+    snippets = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(snippets) == 2 and "trust_remote_code=True" in snippets[1]
+    for snippet in snippets:
+        namespace = {}
+        exec(compile(snippet, "<model card snippet>", "exec"), namespace)
+        prediction = namespace["classifier"]("w1 w2 w3")
+        assert prediction[0]["label"] in {"negative", "positive"}
+
+
+def test_plot_is_written_atomically_as_png(tmp_path):
+    target = tmp_path / "plots" / "accuracy.png"
+    assert plot_accuracy_vs_latency(comparison_points(), target, title="Students") == str(target)
+    assert target.read_bytes()[:8] == PNG_SIGNATURE
+    assert [p.name for p in target.parent.iterdir()] == ["accuracy.png"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"accuracy": 79.3}, r"fraction in \[0, 1\].*0\.793"),
+        ({"latency_ms": 0}, "positive number of milliseconds"),
+        ({"role": "distilled"}, "teacher.*student.*baseline"),
+        ({"name": ""}, "non-empty string"),
+    ],
+)
+def test_plot_points_are_validated(change, message):
+    points = comparison_points()
+    points[1] = {**points[1], **change}
+    with pytest.raises(ValueError, match=message):
+        validate_points(points)
+
+
+def test_template_ships_with_the_package():
+    template = template_text()
+    assert template.startswith("---\n{{ card_data }}\n---")
+    assert "## Limitations" in template
+
+
+def test_bert_config_names_give_the_architecture():
+    results = finetuned_results()
+    results["config"] = BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                   intermediate_size=1024).to_dict()
+    text = build_model_card(results).text
+    assert "| Intermediate (feed-forward) size | 1024 |" in text
+    assert f"{flops_per_token(BertConfig(**results['config']), 128) / 1e6:.1f} MFLOPs" in text
+
+
+def test_finetune_recipe_results_with_agreement_teacher_are_not_called_distilled():
+    """The fine-tuning recipe records a teacher only to measure agreement, and a minimal config dict."""
+    results = finetuned_results()
+    results["model_type"] = "compact_distilbert"
+    results["model"].update(name_or_path="distilbert/distilbert-base-uncased", file_size_bytes=None,
+                            metrics={"accuracy": 0.81, "agreement": 0.9})
+    results["teacher"] = {"name_or_path": "/tmp/teacher"}
+    results["training"] = {"method": "fine-tuning with LoRA (r=8)", "epochs": 1, "seed": 7}
+    results["config"] = {"model_type": "compact_distilbert", "n_layers": 2}  # defaults left out
+    card = build_model_card(results)
+    text = card.text
+
+    assert "distillation" not in card.data.tags
+    assert "fine-tuned from [distilbert/distilbert-base-uncased]" in text
+    assert "Method: fine-tuning with LoRA (r=8) from" in text
+    assert "| Metric | This model |" in text and "Retention" not in text
+    assert "| Layers | 2 |" in text and "| Hidden size | 768 |" in text  # the class defaults filled in
+    assert metrics_of(card) == {"accuracy": 0.81, "agreement": 0.9}
