@@ -71,10 +71,22 @@ def _load(data, dataset_config_name: str | None) -> datasets.DatasetDict:
         raise ValueError(f"Could not read {files}: the file is empty or malformed ({error}).") from error
 
 
+def _is_text(value) -> bool:
+    """A non-empty string, or a non-empty list of words (token classification)."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, list) and bool(value) and all(isinstance(word, str) for word in value)
+
+
 def _prepare_labels(data: datasets.DatasetDict, label_column: str) -> datasets.DatasetDict:
     feature = data["train"].features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return data
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.Value) and inner.dtype in ("string", "large_string"):
+        # one tag name per word (token classification): tag names become a ClassLabel per position
+        names = sorted({tag for dataset in data.values() for tags in dataset[label_column] for tag in tags})
+        return data.cast_column(label_column, datasets.Sequence(datasets.ClassLabel(names=names)))
     for split, dataset in data.items():
         if any(value is None for value in dataset[label_column]):
             raise ValueError(f"Column {label_column!r} of the {split} split has missing labels; fill or drop them.")
@@ -138,7 +150,7 @@ def load_text_dataset(
         if len(dataset) == 0:
             raise ValueError(f"The {split} split is empty; the recipes need examples in every split.")
         for column in (text_column, text_pair_column):
-            if column is not None and any(not isinstance(t, str) or not t.strip() for t in dataset[column]):
+            if column is not None and any(not _is_text(t) for t in dataset[column]):
                 raise ValueError(f"Column {column!r} of the {split} split has empty or missing texts; drop them.")
 
     if label_column is not None:
@@ -184,6 +196,7 @@ def label_names(data: datasets.DatasetDict | datasets.Dataset, label_column: str
     """The class names of a `ClassLabel` label column (index = id), or `None` when the labels carry no names."""
     dataset = data["train"] if isinstance(data, datasets.DatasetDict) else data
     feature = dataset.features.get(label_column) or dataset.features.get("labels")
+    feature = getattr(feature, "feature", feature)  # the tags of a token-classification column
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     return None
@@ -229,6 +242,76 @@ def tokenize_dataset(
     return tokenized
 
 
+def tokenize_token_dataset(
+    data: datasets.DatasetDict,
+    tokenizer,
+    *,
+    words_column: str = "tokens",
+    tags_column: str = "tags",
+    max_length: int = 128,
+) -> datasets.DatasetDict:
+    """Tokenise pre-split words for token classification: each word's first sub-token carries the word's tag,
+    later sub-tokens and special tokens get -100 (not scored). Needs a fast tokenizer (for `word_ids`)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("Token classification needs a fast tokenizer (it maps sub-tokens back to words).")
+
+    def encode(batch):
+        encoded = tokenizer(batch[words_column], is_split_into_words=True, truncation=True, max_length=max_length)
+        labels = []
+        for row, tags in enumerate(batch[tags_column]):
+            if len(tags) != len(batch[words_column][row]):
+                raise ValueError(
+                    f"A row has {len(batch[words_column][row])} words in {words_column!r} but {len(tags)} tags in "
+                    f"{tags_column!r}; give one tag per word."
+                )
+            previous, row_labels = None, []
+            for word in encoded.word_ids(row):
+                row_labels.append(-100 if word is None or word == previous else int(tags[word]))
+                previous = word
+            labels.append(row_labels)
+        encoded["labels"] = labels
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    return data.map(encode, batched=True, remove_columns=data["train"].column_names, desc="Tokenizing")
+
+
+def load_recipe_dataset(
+    *,
+    builtin_dataset: str | None = None,
+    dataset_name: str | None = None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    dataset_config_name: str | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = "label",
+    split_seed: int = 42,
+) -> datasets.DatasetDict:
+    """The recipes' data: exactly one of a built-in dataset ("rotten_tomatoes"), a Hub dataset name or local
+    files, as train/validation/test splits fixed by `split_seed` (independent of the training seed)."""
+    sources = [name for name, value in (("builtin_dataset", builtin_dataset), ("dataset_name", dataset_name),
+                                        ("train_file", train_file)) if value]
+    if len(sources) != 1:
+        raise ValueError(f"Give exactly one of builtin_dataset, dataset_name, train_file (got {sources or 'none'}).")
+    if builtin_dataset:
+        if builtin_dataset != "rotten_tomatoes":
+            raise ValueError(f"Unknown built-in dataset {builtin_dataset!r}; hf_compact ships 'rotten_tomatoes'.")
+        from .rotten_tomatoes import rotten_tomatoes_splits
+
+        return rotten_tomatoes_splits(seed=split_seed)
+    if dataset_name:
+        source = dataset_name
+    else:
+        source = {"train": train_file}
+        source.update({s: f for s, f in (("validation", validation_file), ("test", test_file)) if f})
+    return load_text_dataset(
+        source, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+        seed=split_seed, dataset_config_name=dataset_config_name,
+    )
+
+
 class EpochLengthGroupedSampler(torch.utils.data.Sampler):
     """Indices in batches of similar length, shuffled reproducibly: epoch `e` always gives the same order for the
     same seed, which lets an interrupted run resume exactly. Call `set_epoch(e)` before each epoch."""
@@ -255,7 +338,9 @@ class EpochLengthGroupedSampler(torch.utils.data.Sampler):
 __all__ = [
     "EpochLengthGroupedSampler",
     "label_names",
+    "load_recipe_dataset",
     "load_text_dataset",
     "num_labels",
     "tokenize_dataset",
+    "tokenize_token_dataset",
 ]

@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -45,9 +44,11 @@ from transformers import (
 )
 
 import hf_compact
-from hf_compact.data import EpochLengthGroupedSampler, label_names, load_text_dataset, tokenize_dataset
+from hf_compact.io import write_json_atomic
+from hf_compact.data import EpochLengthGroupedSampler, label_names, load_recipe_dataset, tokenize_dataset
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
+from hf_compact.model_card import comparison_from_results, write_model_card
 from hf_compact.teacher_cache import teacher_logits_column
 
 
@@ -66,7 +67,8 @@ def parse_args(argv=None):
     data.add_argument("--label_column", default="label", help="'none' for raw text (--task mlm).")
     data.add_argument("--max_length", type=int, default=128)
     data.add_argument("--max_train_samples", type=int)
-    data.add_argument("--seed", type=int, default=42)
+    data.add_argument("--split_seed", type=int, default=42, help="Seed of the train/validation/test splits.")
+    data.add_argument("--seed", type=int, default=42, help="Seed of initialisation and batch order.")
 
     models = parser.add_argument_group("teacher and student")
     models.add_argument("--teacher", required=True, help="Folder or Hub name of a BERT-family teacher.")
@@ -112,6 +114,7 @@ def parse_args(argv=None):
     output.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in output_dir.")
     output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
     output.add_argument("--latency_batches", type=int, default=8, help="Batches timed for the latency ratio.")
+    output.add_argument("--no_model_card", action="store_true", help="Do not write README.md (the model card).")
     output.add_argument("--push_to_hub", action="store_true")
     output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
     output.add_argument("--hub_private", action="store_true")
@@ -128,8 +131,14 @@ def parse_args(argv=None):
     if sum(sources) != 1:
         parser.error("Give exactly one of --train_file, --dataset_name, --builtin_dataset.")
     if args.push_to_hub:
-        if not args.hub_model_id or args.hub_model_id.count("/") != 1 or "" in args.hub_model_id.split("/"):
-            parser.error(f"--hub_model_id must be 'owner/name', got {args.hub_model_id!r}.")
+        if not args.hub_model_id:
+            parser.error("--push_to_hub needs --hub_model_id owner/name.")
+        from hf_compact.hub import check_can_publish
+
+        try:  # before training, not after an hour of it
+            check_can_publish(args.hub_model_id)
+        except (ValueError, RuntimeError) as error:
+            parser.error(str(error))
     for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
@@ -152,22 +161,12 @@ def prepare_output_dir(args, accelerator):
 
 
 def load_data(args):
-    if args.builtin_dataset == "rotten_tomatoes":
-        from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
-
-        return rotten_tomatoes_splits(seed=args.seed)
-    if args.dataset_name:
-        source = args.dataset_name
-    else:
-        source = {"train": args.train_file}
-        source.update({s: f for s, f in (("validation", args.validation_file), ("test", args.test_file)) if f})
-    return load_text_dataset(
-        source,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
-        seed=args.seed,
+    return load_recipe_dataset(
+        builtin_dataset=args.builtin_dataset, dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
+        train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
+        text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
+        split_seed=args.split_seed,
     )
 
 
@@ -324,14 +323,6 @@ def hardware_name() -> str:
     except OSError:
         pass
     return "CPU"
-
-
-def write_json_atomic(path, payload):
-    folder = os.path.dirname(path) or "."
-    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2, default=float)
-        temporary = handle.name
-    os.replace(temporary, path)
 
 
 def save_checkpoint(accelerator, args, completed_batches):
@@ -576,7 +567,7 @@ def training_function(args):
         "task": "text-classification" if args.task == "sequence-classification" else "fill-mask",
         "dataset": {
             "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-            "split": "test",
+            "split": "test" if args.task == "sequence-classification" else "validation",
             "num_examples": len(eval_sets["test"]),
             "source": args.builtin_dataset or args.dataset_name or args.train_file,
         },
@@ -628,6 +619,9 @@ def training_function(args):
         weights = os.path.join(args.output_dir, "model.safetensors")
         results["student"]["file_size_bytes"] = os.path.getsize(weights) if os.path.exists(weights) else None
         write_json_atomic(os.path.join(args.output_dir, "results.json"), results)
+        if not args.no_model_card:
+            write_model_card(args.output_dir, results, comparison=comparison_from_results(results),
+                             repo_id=args.hub_model_id)
         accelerator.print(f"student saved to {args.output_dir}")
     if trackers:
         accelerator.end_training()

@@ -1,0 +1,414 @@
+"""Fine-tune a BERT-family or compact model with the transformers Trainer, optionally with LoRA.
+
+Sequence classification (single-label, multi-label or regression, as the label column says) on text columns:
+
+    python recipes/finetune.py --model_name_or_path bert-folder --train_file reviews.csv \
+        --text_column review --label_column sentiment --output_dir outputs/teacher
+
+Token classification on pre-split words with one tag per word:
+
+    python recipes/finetune.py --task token-classification --model_name_or_path bert-folder \
+        --train_file ner.json --text_column tokens --label_column tags --output_dir outputs/ner
+
+The same script runs under `accelerate launch` (the Trainer uses Accelerate underneath). It evaluates on the
+validation split each epoch with the project's local `evaluate` metrics (no network needed), keeps Trainer
+checkpoints so `--resume` continues an interrupted run, and finishes with the best model (by validation score)
+saved in `--output_dir` with its tokenizer, a `results.json` of the test metrics and a model card. `--teacher`
+adds the agreement of the model's predictions with a teacher's. `--lora_r` trains LoRA adapters (PEFT); with
+`--merge_lora` they are merged into the weights where the layers allow, else saved as an adapter.
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+
+import datasets
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import hf_compact  # noqa: F401  (registers the compact model types)
+from hf_compact.io import write_json_atomic
+from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
+from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_file", help="CSV / JSON / JSON Lines / Parquet file of training examples.")
+    data.add_argument("--validation_file")
+    data.add_argument("--test_file")
+    data.add_argument("--dataset_name", help="A Hub dataset name (instead of files).")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--builtin_dataset", choices=["rotten_tomatoes"],
+                      help="A dataset that ships with hf_compact (Rotten Tomatoes review snippets).")
+    data.add_argument("--text_column", default="text", help="Text column (a column of word lists for tokens).")
+    data.add_argument("--text_pair_column")
+    data.add_argument("--label_column", default="label")
+    data.add_argument("--max_length", type=int, default=128)
+    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--split_seed", type=int, default=42, help="Seed of the train/validation/test splits.")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", required=True, help="Folder or Hub name of a BERT-family model.")
+    model.add_argument("--task", choices=["sequence-classification", "token-classification"],
+                       default="sequence-classification")
+    model.add_argument("--teacher", help="A fine-tuned teacher: report agreement of predictions with it.")
+    model.add_argument("--lora_r", type=int, default=0, help="LoRA rank (0: train all weights).")
+    model.add_argument("--lora_alpha", type=int, default=16)
+    model.add_argument("--lora_dropout", type=float, default=0.1)
+    model.add_argument("--lora_target_modules", help="Comma-separated module names (default: the model type's).")
+    model.add_argument("--merge_lora", action="store_true", help="Merge adapters into the saved weights.")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=float, default=3)
+    training.add_argument("--max_steps", type=int, default=-1)
+    training.add_argument("--batch_size", type=int, default=32)
+    training.add_argument("--eval_batch_size", type=int, default=64)
+    training.add_argument("--learning_rate", type=float, default=5e-5)
+    training.add_argument("--weight_decay", type=float, default=0.01)
+    training.add_argument("--warmup_ratio", type=float, default=0.06)
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    training.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    training.add_argument("--seed", type=int, default=42, help="Seed of initialisation and batch order.")
+    training.add_argument("--cpu", action="store_true", help="Train on the CPU even where a GPU is present.")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", required=True)
+    output.add_argument("--overwrite_output_dir", action="store_true")
+    output.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in output_dir.")
+    output.add_argument("--save_total_limit", type=int, default=2)
+    output.add_argument("--report_to", default="tensorboard", help="Trainer integration(s), or 'none'.")
+    output.add_argument("--no_model_card", action="store_true")
+    output.add_argument("--push_to_hub", action="store_true")
+    output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
+    output.add_argument("--hub_private", action="store_true")
+    args = parser.parse_args(argv)
+
+    sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
+    if sum(sources) != 1:
+        parser.error("Give exactly one of --train_file, --dataset_name, --builtin_dataset.")
+    for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
+    if args.lora_r < 0:
+        parser.error(f"--lora_r must be 0 (no LoRA) or positive, got {args.lora_r}.")
+    if args.merge_lora and not args.lora_r:
+        parser.error("--merge_lora needs --lora_r.")
+    if args.push_to_hub:
+        if not args.hub_model_id:
+            parser.error("--push_to_hub needs --hub_model_id owner/name.")
+        from hf_compact.hub import check_can_publish
+
+        try:  # before training, not after an hour of it
+            check_can_publish(args.hub_model_id)
+        except (ValueError, RuntimeError) as error:
+            parser.error(str(error))
+    return args
+
+
+def prepare_output_dir(args):
+    """Refuse to write over earlier results unless asked; resuming reuses the folder."""
+    existing = os.path.isdir(args.output_dir) and os.listdir(args.output_dir)
+    if existing and not (args.overwrite_output_dir or args.resume):
+        raise SystemExit(
+            f"Output folder {args.output_dir} exists and is not empty. Pass --resume to continue its run, "
+            "--overwrite_output_dir to replace it, or choose another --output_dir."
+        )
+    if args.resume and not (os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir)):
+        raise SystemExit(f"--resume: no checkpoint-* folder in {args.output_dir} to continue from.")
+    if existing and args.overwrite_output_dir and not args.resume:
+        shutil.rmtree(args.output_dir)
+    os.makedirs(args.output_dir, exist_ok=True)
+
+
+def problem_type_of(args, data) -> str:
+    """What the label column holds: class ids, per-word tags, multi-label indicators or regression values."""
+    if args.task == "token-classification":
+        return "token_classification"
+    feature = data["train"].features[args.label_column]
+    if label_names(data, args.label_column) is not None or getattr(feature, "dtype", "").startswith("int"):
+        return "single_label_classification"
+    if hasattr(feature, "feature") or isinstance(feature, list):
+        return "multi_label_classification"
+    return "regression"
+
+
+def label_count(data, label_column, problem_type) -> int:
+    names = label_names(data, label_column)
+    if names is not None:
+        return len(names)
+    values = [v for split in data.values() for v in split[label_column]]
+    if problem_type == "single_label_classification":
+        return int(max(values)) + 1
+    if problem_type == "multi_label_classification":
+        return len(values[0])
+    if problem_type == "token_classification":
+        return int(max(max(tags) for tags in values)) + 1
+    return 1
+
+
+def check_labels(args, config, num_labels, names, problem_type):
+    """A classifier fine-tuned before must see the labels it was trained on; a new head takes the data's."""
+    trained_labels = {i: l for i, l in config.id2label.items() if not str(l).startswith("LABEL_")}
+    if not trained_labels:
+        return False
+    if config.num_labels != num_labels:
+        raise SystemExit(
+            f"{args.model_name_or_path} predicts {config.num_labels} labels ({list(config.id2label.values())}) but "
+            f"the data has {num_labels} ({names}); fine-tune from a model without a trained head, or fix "
+            f"--label_column."
+        )
+    if names is not None and [config.id2label[i] for i in range(num_labels)] != list(names):
+        raise SystemExit(
+            f"{args.model_name_or_path} was trained on labels {[config.id2label[i] for i in range(num_labels)]}, "
+            f"the data has {list(names)} in that id order; rename or reorder the labels."
+        )
+    return True
+
+
+def load_model(args, num_labels, names, problem_type):
+    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    trained_head = check_labels(args, config, num_labels, names, problem_type)
+    # A head that was never trained for labels is replaced when the data has another number of them.
+    kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": not trained_head}
+    if names is not None:
+        kwargs["id2label"] = dict(enumerate(names))
+        kwargs["label2id"] = {name: i for i, name in enumerate(names)}
+    if problem_type != "token_classification":
+        kwargs["problem_type"] = problem_type
+    auto_class = AutoModelForTokenClassification if problem_type == "token_classification" else (
+        AutoModelForSequenceClassification
+    )
+    model = auto_class.from_pretrained(args.model_name_or_path, use_safetensors=True, **kwargs)
+    if not args.lora_r:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    # Heads are trained in full beside the adapters (DistilBERT-style heads have a pre-classifier too).
+    heads = [name for name in ("pre_classifier", "classifier") if hasattr(model, name)]
+    lora = LoraConfig(
+        task_type=TaskType.TOKEN_CLS if problem_type == "token_classification" else TaskType.SEQ_CLS,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules.split(",") if args.lora_target_modules else None,
+        modules_to_save=heads,
+    )
+    model = get_peft_model(model, lora)
+    model.print_trainable_parameters()
+    return model
+
+
+def teacher_predictions(args, tokenized, collator, problem_type):
+    """The teacher's predictions on the evaluation splits, for the agreement metric."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, use_safetensors=True).eval()
+    predictions = {}
+    for split in ("validation", "test"):
+        columns = [c for c in tokenized[split].column_names if c not in ("labels", "length")]
+        loader = torch.utils.data.DataLoader(
+            tokenized[split].remove_columns(["labels", "length"]), batch_size=args.eval_batch_size,
+            collate_fn=collator,
+        )
+        logits = []
+        with torch.inference_mode():
+            for batch in loader:
+                logits.append(teacher(**{k: batch[k] for k in columns if k in batch}).logits)
+        predictions[split] = predictions_from_logits(torch.cat(logits).float().numpy(), problem_type)
+    return predictions
+
+
+def metrics_function(problem_type, num_labels, teacher_labels):
+    def compute_metrics(evaluation):
+        logits = evaluation.predictions[0] if isinstance(evaluation.predictions, tuple) else evaluation.predictions
+        references = evaluation.label_ids
+        if problem_type == "token_classification":
+            predictions = np.argmax(logits, axis=-1)
+            scored = references != -100
+            return compute_classification_metrics(
+                np.where(scored, predictions, -100), references, problem_type=problem_type, num_labels=num_labels
+            )
+        predictions = predictions_from_logits(logits, problem_type)
+        teacher = teacher_labels
+        if teacher is not None and len(teacher) != len(predictions):
+            teacher = None
+        return compute_classification_metrics(
+            predictions, references, problem_type=problem_type, num_labels=num_labels, teacher_predictions=teacher
+        )
+
+    return compute_metrics
+
+
+def save_final_model(trainer, model, tokenizer, args):
+    """Save the model (merged, full or adapter) and tokenizer into a staging folder, then move them into place."""
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=args.output_dir)
+    saved = "model"
+    if args.lora_r and args.merge_lora:
+        try:
+            model = model.merge_and_unload()
+            saved = "merged model"
+        except (NotImplementedError, ValueError, RuntimeError) as error:
+            print(f"LoRA adapters cannot be merged here ({error}); saving them as an adapter instead.")
+            saved = "adapter"
+    elif args.lora_r:
+        saved = "adapter"
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    for name in os.listdir(staging):
+        target = os.path.join(args.output_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)
+    os.rmdir(staging)
+    return saved
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prepare_output_dir(args)
+    set_seed(args.seed)
+
+    data = load_recipe_dataset(
+        builtin_dataset=args.builtin_dataset, dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name, train_file=args.train_file,
+        validation_file=args.validation_file, test_file=args.test_file, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column, split_seed=args.split_seed,
+    )
+    if args.max_train_samples:
+        data["train"] = data["train"].select(range(min(args.max_train_samples, len(data["train"]))))
+    problem_type = problem_type_of(args, data)
+    names = label_names(data, args.label_column)
+    num_labels = label_count(data, args.label_column, problem_type)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    if problem_type == "token_classification":
+        tokenized = tokenize_token_dataset(
+            data, tokenizer, words_column=args.text_column, tags_column=args.label_column, max_length=args.max_length
+        )
+        collator = DataCollatorForTokenClassification(tokenizer)
+    else:
+        tokenized = tokenize_dataset(
+            data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
+            label_column=args.label_column, max_length=args.max_length,
+        )
+        if problem_type == "multi_label_classification":  # BCE wants float targets
+            tokenized = tokenized.cast_column("labels", datasets.Sequence(datasets.Value("float32")))
+        collator = DataCollatorWithPadding(tokenizer)
+    model = load_model(args, num_labels, names, problem_type)
+
+    teacher_labels = {}
+    if args.teacher:
+        if problem_type == "token_classification":
+            raise SystemExit("--teacher agreement is reported for sequence classification only.")
+        teacher_labels = teacher_predictions(args, tokenized, collator, problem_type)
+
+    training_args = TrainingArguments(
+        output_dir=args.output_dir,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the total steps
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        fp16=args.mixed_precision == "fp16",
+        bf16=args.mixed_precision == "bf16",
+        use_cpu=args.cpu,
+        seed=args.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=args.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="mse" if problem_type == "regression" else "accuracy",
+        greater_is_better=problem_type != "regression",
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        logging_steps=50,
+        report_to=[] if args.report_to == "none" else args.report_to.split(","),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=metrics_function(problem_type, num_labels, teacher_labels.get("validation")),
+    )
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir) if args.resume else None)
+
+    trainer.compute_metrics = metrics_function(problem_type, num_labels, teacher_labels.get("test"))
+    test_metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+    test_metrics = {k[len("test_"):]: v for k, v in test_metrics.items()
+                    if k.startswith("test_") and k[len("test_"):] not in ("loss", "runtime", "samples_per_second",
+                                                                          "steps_per_second")}
+    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
+
+    if trainer.is_world_process_zero():
+        saved = save_final_model(trainer, trainer.model, tokenizer, args)
+        base = trainer.model.get_base_model() if args.lora_r else trainer.model
+        weights = os.path.join(args.output_dir, "model.safetensors")
+        results = {
+            "model_name": os.path.basename(os.path.abspath(args.output_dir)),
+            "model_type": base.config.model_type,
+            "task": "token-classification" if problem_type == "token_classification" else "text-classification",
+            "dataset": {
+                "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
+                "split": "test",
+                "num_examples": len(tokenized["test"]),
+                "source": args.builtin_dataset or args.dataset_name or args.train_file,
+            },
+            "model": {
+                "name_or_path": args.model_name_or_path,
+                "parameters": base.num_parameters(),
+                "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                "file_size_bytes": os.path.getsize(weights) if os.path.exists(weights) else None,
+                "saved_as": saved,
+                "metrics": test_metrics,
+            },
+            "training": {
+                "method": "fine-tuning" + (f" with LoRA (r={args.lora_r})" if args.lora_r else ""),
+                "problem_type": problem_type,
+                "epochs": args.epochs,
+                "learning_rate": args.learning_rate,
+                "batch_size": args.batch_size,
+                "seed": args.seed,
+                "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
+            },
+            "config": base.config.to_diff_dict(),
+        }
+        if args.teacher:
+            results["teacher"] = {"name_or_path": args.teacher}
+        write_json_atomic(os.path.join(args.output_dir, "results.json"), results)
+        if not args.no_model_card:
+            from hf_compact.model_card import write_model_card
+
+            write_model_card(args.output_dir, results, repo_id=args.hub_model_id)
+        print(f"{saved} saved to {args.output_dir}")
+        if args.push_to_hub:
+            from hf_compact.hub import push_folder_to_hub
+
+            url = push_folder_to_hub(args.output_dir, args.hub_model_id, private=args.hub_private,
+                                     commit_message="Fine-tuned with hf_compact")
+            print(f"pushed to {url}")
+    return test_metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""recipes/finetune.py end to end on tiny models: it learns, resumes, does LoRA, multi-label, regression and token
+classification, reports agreement with a teacher, and refuses bad input before training."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+import hf_compact
+from conftest import POSITIVE_WORDS, VOCAB, WORDS, synthetic_rows, write_csv
+
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+sys.path.insert(0, RECIPES)
+import finetune  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base_bert(tmp_path_factory, tokenizer_dir):
+    """An untrained 2-layer BERT with a tokenizer: the model to fine-tune."""
+    folder = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def run(tmp_path, model, data, *extra):
+    output = tmp_path / "out"
+    argv = ["--model_name_or_path", str(model), "--train_file", str(data), "--output_dir", str(output),
+            "--epochs", "4", "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", *extra]
+    return finetune.main(argv), output
+
+
+def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
+    metrics, output = run(tmp_path, base_bert, synthetic_csv)
+    assert metrics["accuracy"] >= 0.9  # the synthetic task is learnable; chance is 0.5
+    results = json.loads((output / "results.json").read_text())
+    assert results["model"]["metrics"]["accuracy"] == metrics["accuracy"]
+    assert results["training"]["problem_type"] == "single_label_classification"
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert not any(name.endswith((".bin", ".pt")) for name in os.listdir(output))
+    card = (output / "README.md").read_text()
+    assert f"{100 * metrics['accuracy']:.2f}" in card and "hf_compact" in card
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, base_bert, synthetic_csv):
+    _, output = run(tmp_path, base_bert, synthetic_csv, "--no_model_card", "--max_steps", "32")
+    steps = sorted(int(d.split("-")[1]) for d in os.listdir(output) if d.startswith("checkpoint-"))
+    assert steps and steps[-1] == 32
+    metrics, _ = run(tmp_path, base_bert, synthetic_csv, "--no_model_card", "--max_steps", "64", "--resume")
+    state = json.loads((output / "checkpoint-64" / "trainer_state.json").read_text())
+    assert state["global_step"] == 64 and metrics["accuracy"] >= 0.8
+
+
+def test_lora_on_a_compact_student_with_teacher_agreement(tmp_path, trained_teacher, synthetic_csv):
+    teacher = AutoModelForSequenceClassification.from_pretrained(trained_teacher)
+    student = hf_compact.convert_to_compact(teacher, "compact_distilbert", num_hidden_layers=2)
+    folder = tmp_path / "student"
+    student.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(trained_teacher).save_pretrained(folder)
+    metrics, output = run(tmp_path, folder, synthetic_csv, "--no_model_card", "--lora_r", "4",
+                          "--teacher", str(trained_teacher))
+    assert 0.0 <= metrics["agreement"] <= 1.0 and metrics["accuracy"] > 0.6
+    assert (output / "adapter_config.json").exists()
+    from peft import PeftModel
+
+    base = hf_compact.CompactDistilBertForSequenceClassification.from_pretrained(folder)
+    reloaded = PeftModel.from_pretrained(base, output).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    encoded = tokenizer(["w0 w9 w10", "w20 w30"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = reloaded(**encoded).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_multi_label_and_regression(tmp_path, base_bert):
+    rng = random.Random(0)
+    rows = []
+    for _ in range(320):
+        words = [rng.choice(WORDS) for _ in range(6)]
+        rows.append({"text": " ".join(words), "tags": json.dumps(None),
+                     "score": float(sum(w in POSITIVE_WORDS for w in words))})
+    multi = [{"text": r["text"], "labels": [int("w0" in r["text"].split()), int("w1" in r["text"].split())]}
+             for r in rows]
+    (tmp_path / "multi.json").write_text("\n".join(json.dumps(r) for r in multi))
+    metrics, output = run(tmp_path, base_bert, tmp_path / "multi.json", "--no_model_card", "--label_column", "labels",
+                          "--epochs", "2")
+    assert {"accuracy", "f1_micro"} <= set(metrics)
+    assert AutoModelForSequenceClassification.from_pretrained(output).config.problem_type == (
+        "multi_label_classification")
+    regression = tmp_path / "regression.csv"
+    write_csv(regression, [{"text": r["text"], "score": r["score"]} for r in rows])
+    metrics, output = run(tmp_path / "r", base_bert, regression, "--no_model_card", "--label_column", "score",
+                          "--epochs", "2")
+    assert {"mse", "pearson"} <= set(metrics)
+    assert AutoModelForSequenceClassification.from_pretrained(output).config.num_labels == 1
+
+
+def test_token_classification(tmp_path, base_bert):
+    rng = random.Random(0)
+    rows = []
+    for _ in range(320):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        rows.append({"tokens": words, "tags": ["POS" if w in POSITIVE_WORDS else "O" for w in words]})
+    (tmp_path / "ner.json").write_text("\n".join(json.dumps(r) for r in rows))
+    metrics, output = run(tmp_path, base_bert, tmp_path / "ner.json", "--no_model_card", "--task",
+                          "token-classification", "--text_column", "tokens", "--label_column", "tags")
+    assert metrics["accuracy"] >= 0.9
+    config = json.loads((output / "config.json").read_text())
+    assert config["id2label"] == {"0": "O", "1": "POS"}
+
+
+def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teacher, synthetic_csv):
+    with pytest.raises(ValueError, match="Column\\(s\\) \\['review'\\] not found"):
+        run(tmp_path, base_bert, synthetic_csv, "--text_column", "review")
+    three = tmp_path / "three.csv"
+    write_csv(three, [{"text": r["text"], "label": ["bad", "good", "meh"][i % 3]}
+                      for i, r in enumerate(synthetic_rows(90))])
+    with pytest.raises(SystemExit, match="predicts 2 labels"):
+        run(tmp_path, trained_teacher, three)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "keep.txt").write_text("earlier results")
+    with pytest.raises(SystemExit, match="exists and is not empty"):
+        run(tmp_path, base_bert, synthetic_csv)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "earlier results"
+    command = [sys.executable, os.path.join(RECIPES, "finetune.py"), "--model_name_or_path", str(base_bert),
+               "--train_file", str(synthetic_csv), "--output_dir", str(tmp_path / "x"), "--push_to_hub",
+               "--hub_model_id", "not-an-owner-slash-name"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "owner/name" in failed.stderr
