@@ -288,9 +288,28 @@ def load_recipe_dataset(
     text_pair_column: str | None = None,
     label_column: str | None = "label",
     split_seed: int = 42,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
 ) -> datasets.DatasetDict:
     """The recipes' data: exactly one of a built-in dataset ("rotten_tomatoes"), a Hub dataset name or local
-    files, as train/validation/test splits fixed by `split_seed` (independent of the training seed)."""
+    files, as train/validation/test splits fixed by `split_seed` (independent of the training seed).
+    `max_train_samples` / `max_eval_samples` keep the first examples of the train / validation and test splits."""
+    data = _recipe_splits(
+        builtin_dataset, dataset_name, train_file, validation_file, test_file, dataset_config_name, text_column,
+        text_pair_column, label_column, split_seed,
+    )
+    for splits, limit in ((("train",), max_train_samples), (("validation", "test"), max_eval_samples)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"A sample limit of {limit} leaves no data; give a positive number.")
+        for split in splits if limit else ():
+            data[split] = data[split].select(range(min(limit, len(data[split]))))
+    return data
+
+
+def _recipe_splits(
+    builtin_dataset, dataset_name, train_file, validation_file, test_file, dataset_config_name, text_column,
+    text_pair_column, label_column, split_seed,
+) -> datasets.DatasetDict:
     sources = [name for name, value in (("builtin_dataset", builtin_dataset), ("dataset_name", dataset_name),
                                         ("train_file", train_file)) if value]
     if len(sources) != 1:

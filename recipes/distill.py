@@ -45,6 +45,7 @@ from transformers import (
 
 import hf_compact
 from hf_compact.io import write_json_atomic
+from hf_compact.benchmarking import hardware_name
 from hf_compact.data import EpochLengthGroupedSampler, label_names, load_recipe_dataset, tokenize_dataset
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
@@ -66,7 +67,8 @@ def parse_args(argv=None):
     data.add_argument("--text_pair_column")
     data.add_argument("--label_column", default="label", help="'none' for raw text (--task mlm).")
     data.add_argument("--max_length", type=int, default=128)
-    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--max_train_samples", type=int, help="Keep the first N training examples.")
+    data.add_argument("--max_eval_samples", type=int, help="Keep the first N validation and test examples.")
     data.add_argument("--split_seed", type=int, default=42, help="Seed of the train/validation/test splits.")
     data.add_argument("--seed", type=int, default=42, help="Seed of initialisation and batch order.")
 
@@ -166,7 +168,7 @@ def load_data(args):
         dataset_config_name=args.dataset_config_name,
         train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
         text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
-        split_seed=args.split_seed,
+        split_seed=args.split_seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
     )
 
 
@@ -312,19 +314,6 @@ def measure_latency(teacher, student, dataloader, num_batches):
     }
 
 
-def hardware_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
-
-
 def save_checkpoint(accelerator, args, completed_batches):
     """accelerator.save_state into a temporary folder, renamed into place: a crash never leaves half a checkpoint."""
     root = os.path.join(args.output_dir, "checkpoints")
@@ -401,8 +390,6 @@ def training_function(args):
 
     with accelerator.main_process_first():
         data = load_data(args)
-        if args.max_train_samples:
-            data["train"] = data["train"].select(range(min(args.max_train_samples, len(data["train"]))))
         preflight(args, teacher, student, tokenizer, data)
         tokenized = tokenize_dataset(
             data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
@@ -636,7 +623,7 @@ def training_function(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    training_function(args)
+    return training_function(args)
 
 
 if __name__ == "__main__":

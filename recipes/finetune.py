@@ -59,7 +59,8 @@ def parse_args(argv=None):
     data.add_argument("--text_pair_column")
     data.add_argument("--label_column", default="label")
     data.add_argument("--max_length", type=int, default=128)
-    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--max_train_samples", type=int, help="Keep the first N training examples.")
+    data.add_argument("--max_eval_samples", type=int, help="Keep the first N validation and test examples.")
     data.add_argument("--split_seed", type=int, default=42, help="Seed of the train/validation/test splits.")
 
     model = parser.add_argument_group("model")
@@ -286,9 +287,8 @@ def main(argv=None):
         dataset_config_name=args.dataset_config_name, train_file=args.train_file,
         validation_file=args.validation_file, test_file=args.test_file, text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column, split_seed=args.split_seed,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
     )
-    if args.max_train_samples:
-        data["train"] = data["train"].select(range(min(args.max_train_samples, len(data["train"]))))
     problem_type = problem_type_of(args, data)
     names = label_names(data, args.label_column)
     num_labels = label_count(data, args.label_column, problem_type)

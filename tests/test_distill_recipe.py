@@ -71,8 +71,8 @@ def test_two_processes_under_accelerate_launch(trained_teacher, synthetic_csv, t
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    config_file = str(Path(RECIPE).parent / "accelerate_configs" / "cpu_2_processes.yaml")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file,
                 "--main_process_port", str(port)]
     out = tmp_path / "ddp"
     result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--epochs", "1",
@@ -130,3 +130,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_teacher, synt
     assert "The loss became nan" in result.stderr or "The loss became inf" in result.stderr
     assert list((out / "checkpoints").iterdir())  # the good checkpoints are still there
     assert not (out / "model.safetensors").exists()
+
+
+def test_accelerate_config_files_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(RECIPE).parent / "accelerate_configs"
+    expected = {"cpu": "NO", "cpu_2_processes": "MULTI_CPU", "gpu_fp16": "NO", "multi_gpu_bf16": "MULTI_GPU",
+                "deepspeed_zero2": "DEEPSPEED", "fsdp": "FSDP"}
+    for name, distributed_type in expected.items():
+        config = load_config_from_file(str(folder / f"{name}.yaml"))
+        assert config.distributed_type.value == distributed_type, name
+    fsdp = load_config_from_file(str(folder / "fsdp.yaml")).fsdp_config
+    # every block class it wraps must exist in the modeling files
+    import hf_compact.modeling.modeling_compact_distilbert as distilbert
+    import hf_compact.modeling.modeling_compact_squeezebert as squeezebert
+
+    wrapped = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    assert hasattr(distilbert, wrapped[0]) and hasattr(squeezebert, wrapped[1])

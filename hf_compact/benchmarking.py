@@ -1,0 +1,129 @@
+"""Side-by-side speed of several models on the same real texts, in one process, and the machine it ran on.
+
+Timings are only comparable when taken together: `compare_speed` runs every model on the same length-sorted
+batches, interleaving the models batch by batch (so a slow spell of the machine hits them all alike), and reports
+medians over repeated passes.
+
+```python
+>>> from hf_compact.benchmarking import compare_speed
+>>> speed = compare_speed({"teacher": teacher, "student": student}, tokenizer, texts, batch_size=32)  # doctest: +SKIP
+>>> speed["models"]["student"]["texts_per_s"] / speed["models"]["teacher"]["texts_per_s"]  # doctest: +SKIP
+```
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .inference import encode_texts, length_sorted_batches, pad_batch
+
+
+def hardware_name() -> str:
+    """The GPU's name where one is used, else the CPU model from /proc/cpuinfo (or the platform's processor)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def environment_info() -> dict:
+    """What a timing depends on: hardware, threads and library versions."""
+    import transformers
+
+    return {
+        "hardware": hardware_name(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _timed_forward(model, batch) -> float:
+    start = time.perf_counter()
+    model(**batch)
+    return time.perf_counter() - start
+
+
+def compare_speed(
+    models: Mapping[str, torch.nn.Module],
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    repeats: int = 3,
+    max_length: int = 128,
+    single_text_samples: int = 64,
+) -> dict:
+    """Throughput (texts/s over all `texts` in length-sorted batches) and single-text latency of each model.
+
+    Every model sees the same batches; within a pass the models take turns batch by batch. The figures are medians
+    over `repeats` passes (after one warm-up batch each); single-text latency is the median over the first
+    `single_text_samples` texts, one at a time, the models again taking turns.
+    """
+    if not texts:
+        raise ValueError("compare_speed needs at least one text.")
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be at least 1.")
+    encodings = encode_texts(tokenizer, texts, max_length=max_length)
+    lengths = [len(ids) for ids in encodings["input_ids"]]
+    pad_id = tokenizer.pad_token_id or 0
+    keys = [k for k in ("input_ids", "attention_mask") if k in encodings]
+    batches = [
+        {k: torch.from_numpy(v) for k, v in pad_batch(encodings, indices, pad_token_id=pad_id, keys=keys).items()}
+        for indices in length_sorted_batches(lengths, batch_size)
+    ]
+    singles = [
+        {k: torch.from_numpy(v) for k, v in pad_batch(encodings, [i], pad_token_id=pad_id, keys=keys).items()}
+        for i in range(min(single_text_samples, len(texts)))
+    ]
+    for model in models.values():
+        model.eval()
+    passes = {name: [] for name in models}
+    single = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():  # warm-up: first calls allocate and pick kernels
+            model(**batches[len(batches) // 2])
+        for _ in range(repeats):
+            totals = dict.fromkeys(models, 0.0)
+            for batch in batches:
+                for name, model in models.items():
+                    totals[name] += _timed_forward(model, batch)
+            for name, total in totals.items():
+                passes[name].append(total)
+        for batch in singles:
+            for name, model in models.items():
+                single[name].append(_timed_forward(model, batch))
+
+    results = {}
+    for name in models:
+        seconds = statistics.median(passes[name])
+        results[name] = {
+            "seconds_per_pass": seconds,
+            "texts_per_s": len(texts) / seconds,
+            "ms_per_batch": 1000 * seconds / len(batches),
+            "single_text_ms": 1000 * statistics.median(single[name]),
+        }
+    return {
+        "texts": len(texts),
+        "batch_size": batch_size,
+        "batches": len(batches),
+        "mean_tokens": sum(lengths) / len(lengths),
+        "repeats": repeats,
+        **environment_info(),
+        "models": results,
+    }
+
+
+__all__ = ["compare_speed", "environment_info", "hardware_name"]

