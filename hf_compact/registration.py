@@ -53,7 +53,8 @@ _registered = False
 
 
 def register() -> None:
-    """Register both compact model types with the Auto classes, AutoTokenizer and PEFT (idempotent)."""
+    """Register both compact model types with the Auto classes, AutoTokenizer, PEFT and the text-classification
+    pipeline (idempotent)."""
     global _registered
     if _registered:
         return
@@ -63,6 +64,11 @@ def register() -> None:
             auto_class.register(config_class, getattr(module, prefix + head), exist_ok=True)
         AutoTokenizer.register(config_class, tokenizer_class=BertTokenizer, exist_ok=True)
     _register_peft_defaults()
+    # pipeline("text-classification" / "sentiment-analysis") on a compact model sorts a list of texts by length and
+    # pads each batch only to its own longest text; every other model keeps transformers' own pipeline.
+    from .inference import enable_length_sorted_pipeline
+
+    enable_length_sorted_pipeline(tuple(MODEL_TYPES))
     _registered = True
 
 
