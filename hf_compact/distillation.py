@@ -64,6 +64,11 @@ class DistillationConfig:
         return self.attention_weight > 0
 
     @property
+    def uses_teacher(self) -> bool:
+        """False when only the label loss is on: the student then trains on labels alone (a no-teacher baseline)."""
+        return self.kd_weight > 0 or self.needs_hidden_states or self.needs_attentions
+
+    @property
     def needs_teacher_forward(self) -> bool:
         """Whether each step needs the teacher's forward pass (else cached teacher logits are enough)."""
         return self.needs_hidden_states or self.needs_attentions

@@ -404,12 +404,14 @@ def training_function(args):
     if use_cache:
         cache_dir = args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
                                                            ".teacher_cache")
+        cache_start = time.perf_counter()
         with accelerator.main_process_first():
             column = teacher_logits_column(
                 teacher.to(accelerator.device), train_set, cache_dir, collator, top_k=args.teacher_cache_top_k,
                 batch_size=args.eval_batch_size, show_progress=accelerator.is_local_main_process,
             )
         train_set = train_set.add_column("teacher_logits", [row.tolist() for row in column])
+        cache_seconds = time.perf_counter() - cache_start  # a forward pass over the data, or a read from disk
     train_set = train_set.remove_columns(["length"]) if "length" in train_set.column_names else train_set
     lengths = tokenized["train"]["length"]
     sampler = EpochLengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
@@ -474,7 +476,8 @@ def training_function(args):
 
     local_batches = len(train_dataloader)
     total_batches = min(args.epochs * local_batches, (args.max_steps or 10**12) * args.gradient_accumulation_steps)
-    progress = tqdm(total=total_batches, initial=completed_batches, desc="distilling",
+    progress = tqdm(total=total_batches, initial=completed_batches,
+                    desc="distilling" if objective.uses_teacher else "training on labels alone",
                     disable=not accelerator.is_local_main_process)
     start_epoch = completed_batches // local_batches
     history = []
@@ -484,6 +487,7 @@ def training_function(args):
         # Batches done before a resume are drawn and dropped from the same loader, so the order, and every random
         # draw after it, are exactly those of an uninterrupted run.
         skip = completed_batches - epoch * local_batches
+        epoch_start, epoch_examples = time.perf_counter(), 0
         for index, batch in enumerate(train_dataloader):
             if index < skip:
                 continue
@@ -522,6 +526,7 @@ def training_function(args):
                 scheduler.step()
                 optimizer.zero_grad()
             completed_batches += 1
+            epoch_examples += batch["input_ids"].shape[0]
             progress.update(1)
             progress.set_postfix(loss=f"{float(loss):.4f}")
             if trackers and accelerator.sync_gradients:
@@ -533,11 +538,13 @@ def training_function(args):
                 accelerator.print(f"stopping abruptly after {completed_batches} batches (--stop_after_steps)")
                 sys.stdout.flush()
                 os._exit(3)
+        train_seconds = time.perf_counter() - epoch_start
         if args.task == "sequence-classification":
             metrics, _ = evaluate(student, eval_dataloaders["validation"], accelerator, teacher_predictions["validation"])
         else:
             metrics = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
-        history.append({"epoch": epoch + 1, **metrics})
+        history.append({"epoch": epoch + 1, **metrics, "train_seconds": train_seconds,
+                        "train_samples_per_s": epoch_examples * accelerator.num_processes / train_seconds})
         accelerator.print(
             f"epoch {epoch + 1}: student " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             + " | teacher " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics["validation"].items())
@@ -565,7 +572,7 @@ def training_function(args):
         },
         "student": {"parameters": accelerator.unwrap_model(student).num_parameters()},
         "training": {
-            "method": "distillation",
+            "method": "distillation" if objective.uses_teacher else "fine-tuning on labels alone",
             "epochs": args.epochs,
             "learning_rate": args.learning_rate,
             "batch_size": args.batch_size,
@@ -575,6 +582,7 @@ def training_function(args):
             "layer_map": layer_map,
             "init": "teacher layers" if args.init == "teacher" else "scratch",
             "teacher_cache": use_cache,
+            "teacher_cache_seconds": cache_seconds if use_cache else None,
             "history": history,
         },
     }
