@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python recipes/quickstart.py
+	$(BIN)/python recipes/demo.py --output_dir outputs/demo
 
 test: install
 	$(BIN)/python -m pytest -q tests
