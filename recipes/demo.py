@@ -69,12 +69,18 @@ def parse_args(argv=None):
     parser.add_argument("--teacher", help="A pretrained BERT-family folder (default: the MiniLM-L6 BERT).")
     parser.add_argument("--quick", action="store_true", help="A short run on a slice of the data (for CI).")
     parser.add_argument("--seeds", default="1,2,3", help="Comma-separated seeds of the students' training runs.")
-    parser.add_argument("--baseline_seeds", help="Seeds of the labels-only baselines (default: --seeds).")
-    parser.add_argument("--teacher_epochs", type=float, default=2)
+    parser.add_argument("--baseline_seeds", default="1", help="Seeds of the labels-only baselines.")
+    parser.add_argument("--teacher_epochs", type=float, default=1)
     parser.add_argument("--teacher_learning_rate", type=float, default=1e-4)
-    parser.add_argument("--student_epochs", type=int, default=3)
+    parser.add_argument("--student_epochs", type=int, default=2, help="Epochs of the compact_distilbert student.")
     parser.add_argument("--student_learning_rate", type=float, default=2e-4)
-    parser.add_argument("--student_groups", type=int, default=4, help="Groups of the SqueezeBERT projections.")
+    parser.add_argument("--squeezebert_epochs", type=int, default=3,
+                        help="Epochs of the compact_squeezebert student: its grouped projections start from only the "
+                             "block-diagonal part of the teacher's weights and need longer to recover (its steps are "
+                             "cheaper).")
+    parser.add_argument("--squeezebert_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--student_groups", type=int, default=2,
+                        help="Groups of the SqueezeBERT q, k, v, intermediate and output projections.")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--kd_weight", type=float, default=1.0)
     parser.add_argument("--ce_weight", type=float, default=0.5)
@@ -85,12 +91,12 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite_output_dir", action="store_true")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.baseline_seeds = [int(s) for s in args.baseline_seeds.split(",")] if args.baseline_seeds else args.seeds
+    args.baseline_seeds = [int(s) for s in args.baseline_seeds.split(",") if s.strip()] or args.seeds[:1]
     if not args.seeds:
         parser.error("--seeds needs at least one seed.")
     if args.quick:
         args.seeds, args.baseline_seeds = args.seeds[:1], args.baseline_seeds[:1]
-        args.teacher_epochs, args.student_epochs, args.speed_repeats = 1, 1, 1
+        args.teacher_epochs, args.student_epochs, args.squeezebert_epochs, args.speed_repeats = 1, 1, 1, 1
     return args
 
 
@@ -116,7 +122,7 @@ def train_teacher(args, teacher_path, folder):
         "--model_name_or_path", teacher_path, "--builtin_dataset", "rotten_tomatoes", "--output_dir", folder,
         "--overwrite_output_dir", "--epochs", str(args.teacher_epochs), "--learning_rate",
         str(args.teacher_learning_rate), "--batch_size", str(args.batch_size), "--max_length", str(args.max_length),
-        "--report_to", "none", "--no_model_card", "--save_total_limit", "1",
+        "--report_to", "none", "--no_model_card", "--save_total_limit", "1", "--freeze_word_embeddings",
     ]
     if args.quick:
         argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
@@ -129,13 +135,16 @@ def train_student(args, teacher_folder, student_type, seed, folder, *, distilled
     if results:
         print(f"{os.path.relpath(folder, args.output_dir)} already trained")
         return results
+    squeeze = student_type == "compact_squeezebert"
+    epochs = args.squeezebert_epochs if squeeze else args.student_epochs
+    learning_rate = args.squeezebert_learning_rate if squeeze else args.student_learning_rate
     argv = [
         "--teacher", teacher_folder, "--builtin_dataset", "rotten_tomatoes", "--student_type", student_type,
-        "--output_dir", folder, "--overwrite_output_dir", "--seed", str(seed), "--epochs", str(args.student_epochs),
-        "--learning_rate", str(args.student_learning_rate), "--batch_size", str(args.batch_size),
+        "--output_dir", folder, "--overwrite_output_dir", "--seed", str(seed), "--epochs", str(epochs),
+        "--learning_rate", str(learning_rate), "--batch_size", str(args.batch_size),
         "--max_length", str(args.max_length), "--teacher_cache_dir", os.path.join(args.output_dir, "teacher_cache"),
         "--report_to", "none", "--latency_batches", "0", "--no_model_card", "--checkpointing_steps", "0",
-        "--student_groups", str(args.student_groups),
+        "--student_groups", str(args.student_groups), "--freeze_word_embeddings",
     ]
     if distilled:
         argv += ["--temperature", str(args.temperature), "--kd_weight", str(args.kd_weight),

@@ -84,6 +84,9 @@ def parse_args(argv=None):
     models.add_argument("--layer_map", help="Teacher layer per student layer, e.g. '1,3,5' (default: automatic).")
     models.add_argument("--layer_strategy", choices=["uniform", "alternate"], default="uniform")
     models.add_argument("--init", choices=["teacher", "scratch"], default="teacher")
+    models.add_argument("--freeze_word_embeddings", action="store_true",
+                        help="Keep the student's word embeddings as initialised (faster steps on a CPU: the "
+                             "embedding matrix is most of a small student's weights).")
 
     objective = parser.add_argument_group("objective")
     objective.add_argument("--temperature", type=float, default=2.0)
@@ -425,7 +428,9 @@ def training_function(args):
         for s, d in eval_sets.items()
     }
 
-    parameters = list(student.parameters()) + list(distiller.parameters())
+    if args.freeze_word_embeddings:
+        student.get_input_embeddings().weight.requires_grad_(False)
+    parameters = [p for p in student.parameters() if p.requires_grad] + list(distiller.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
     batches_per_epoch = len(train_dataloader)
     updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps / accelerator.num_processes)
@@ -450,7 +455,18 @@ def training_function(args):
     teacher_metrics, teacher_predictions = {}, {}
     if args.task == "sequence-classification":
         for split, loader in eval_dataloaders.items():
-            teacher_metrics[split], teacher_predictions[split] = evaluate(teacher, loader, accelerator)
+            if use_cache:  # later runs on the same data read the teacher's evaluation from the cache too
+                with accelerator.main_process_first():
+                    logits = teacher_logits_column(
+                        accelerator.unwrap_model(teacher), eval_sets[split], cache_dir, collator,
+                        batch_size=args.eval_batch_size, show_progress=False,
+                    )
+                predictions = torch.tensor([int(row.argmax()) for row in logits])
+                labels = torch.tensor(eval_sets[split]["labels"])
+                teacher_predictions[split] = predictions
+                teacher_metrics[split] = {"accuracy": (predictions == labels).float().mean().item()}
+            else:
+                teacher_metrics[split], teacher_predictions[split] = evaluate(teacher, loader, accelerator)
         chance = 1 / teacher.config.num_labels
         accuracy = teacher_metrics["validation"]["accuracy"]
         accelerator.print(f"teacher validation accuracy: {accuracy:.4f}")
@@ -581,6 +597,7 @@ def training_function(args):
             "loss_weights": objective.weights(),
             "layer_map": layer_map,
             "init": "teacher layers" if args.init == "teacher" else "scratch",
+            "frozen": ["word embeddings"] if args.freeze_word_embeddings else [],
             "teacher_cache": use_cache,
             "teacher_cache_seconds": cache_seconds if use_cache else None,
             "history": history,

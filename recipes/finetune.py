@@ -68,6 +68,8 @@ def parse_args(argv=None):
     model.add_argument("--task", choices=["sequence-classification", "token-classification"],
                        default="sequence-classification")
     model.add_argument("--teacher", help="A fine-tuned teacher: report agreement of predictions with it.")
+    model.add_argument("--freeze_word_embeddings", action="store_true",
+                       help="Keep the word embeddings as loaded (faster steps on a CPU, less overfitting).")
     model.add_argument("--lora_r", type=int, default=0, help="LoRA rank (0: train all weights).")
     model.add_argument("--lora_alpha", type=int, default=16)
     model.add_argument("--lora_dropout", type=float, default=0.1)
@@ -308,6 +310,8 @@ def main(argv=None):
             tokenized = tokenized.cast_column("labels", datasets.Sequence(datasets.Value("float32")))
         collator = DataCollatorWithPadding(tokenizer)
     model = load_model(args, num_labels, names, problem_type)
+    if args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
 
     teacher_labels = {}
     if args.teacher:
