@@ -1,8 +1,11 @@
 """The compact_distilbert model: DistilBERT's architecture in transformers 5.x form.
 
 Parameter names and shapes are DistilBERT's, so upstream `distilbert` checkpoints load as they are and give the same
-numbers as transformers' `DistilBertModel`. This file and `configuration_compact_distilbert.py` are copied next to
-every saved checkpoint, so they import only torch, numpy, transformers and each other.
+numbers as transformers' `DistilBertModel`. Inference on CPU (no autograd graph) runs the feed-forward with its
+activation in place and its residual folded into the second matrix multiply.
+
+This file and `configuration_compact_distilbert.py` are copied next to every saved checkpoint, so they import only
+torch, numpy, transformers and each other.
 """
 
 import os
@@ -12,9 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import initialization as init
-from transformers.activations import get_activation
+from transformers.activations import GELUActivation, get_activation
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -83,6 +87,51 @@ class CompactDistilBertEmbeddings(nn.Module):
             position_ids = self.position_ids[:, : inputs_embeds.size(1)]
         embeddings = inputs_embeds + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
+
+
+def _runs_inference_kernels(hidden_states: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether the fused inference kernels may compute `modules` on `hidden_states`.
+
+    They update buffers in place, which autograd cannot record, so they run only when no graph is being built
+    (`torch.no_grad`, `torch.inference_mode`, or nothing that requires grad), on CPU tensors whose dtype matches the
+    weights, outside autocast, tracing and compilation. Everything else takes the reference path, which computes the
+    same numbers.
+    """
+    if hidden_states.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    grad_enabled = torch.is_grad_enabled()
+    if grad_enabled and hidden_states.requires_grad:
+        return False
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.dtype != hidden_states.dtype or parameter.device.type != "cpu":
+                return False
+            if grad_enabled and parameter.requires_grad:
+                return False
+    return True
+
+
+def _is_plain(module: nn.Module, cls: type) -> bool:
+    """True when `module` is exactly `cls`, with no hooks or patched forward that calling it would run (adapters,
+    offloading, quantization wrap or replace modules this way), so its computation may be fused into a neighbour's."""
+    return (
+        type(module) is cls
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and "forward" not in vars(module)
+    )
+
+
+def _activation_in_place(activation: Callable, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`activation(hidden_states)` for a tensor nothing else holds: in place for the exact GELU and ReLU, which have
+    in-place kernels with the same numbers, out of place for any other activation."""
+    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
+        return torch.ops.aten.gelu_(hidden_states)
+    if type(activation) is nn.ReLU:
+        return torch.relu_(hidden_states)
+    return activation(hidden_states)
 
 
 def eager_attention_forward(
@@ -172,6 +221,28 @@ class CompactDistilBertFFN(nn.Module):
         return self.dropout(self.lin2(self.activation(self.lin1(hidden_states))))
 
 
+# Tokens per step of the inference feed-forward: bounds its (tokens, hidden_dim) scratch activations (12 MiB in fp32
+# at hidden_dim 3072), so large batches reuse memory instead of mapping fresh pages every layer.
+FEED_FORWARD_ROWS = 1024
+
+
+def _feed_forward_plus_residual(
+    ffn: CompactDistilBertFFN, hidden_states: torch.Tensor, rows_per_step: int | None = None
+) -> torch.Tensor:
+    """`ffn(hidden_states) + hidden_states` for inference, `rows_per_step` tokens at a time: the activation runs in
+    place on the intermediate activations, and the second matrix multiply accumulates into the residual plus its
+    bias (no separate addition pass)."""
+    rows_per_step = rows_per_step or FEED_FORWARD_ROWS
+    channels = hidden_states.shape[-1]
+    inputs = hidden_states.reshape(-1, channels)
+    result = inputs + ffn.lin2.bias if ffn.lin2.bias is not None else inputs.clone()
+    down = ffn.lin2.weight.t()
+    for start in range(0, inputs.shape[0], rows_per_step):
+        middle = F.linear(inputs[start : start + rows_per_step], ffn.lin1.weight, ffn.lin1.bias)
+        result[start : start + rows_per_step].addmm_(_activation_in_place(ffn.activation, middle), down)
+    return result.view_as(hidden_states)
+
+
 class CompactDistilBertBlock(GradientCheckpointingLayer):
     """One post-LayerNorm transformer block: attention + residual + LayerNorm, FFN + residual + LayerNorm."""
 
@@ -190,7 +261,21 @@ class CompactDistilBertBlock(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attention_output, _ = self.attention(hidden_states, attention_mask=attention_mask, **kwargs)
         hidden_states = self.sa_layer_norm(attention_output + hidden_states)
+        if self._fuses_feed_forward(hidden_states):
+            return self.output_layer_norm(_feed_forward_plus_residual(self.ffn, hidden_states))
         return self.output_layer_norm(self.ffn(hidden_states) + hidden_states)
+
+    def _fuses_feed_forward(self, hidden_states: torch.Tensor) -> bool:
+        """Whether the feed-forward and its residual may run as `_feed_forward_plus_residual`."""
+        ffn = self.ffn
+        return (
+            _is_plain(ffn, CompactDistilBertFFN)
+            and not ffn.chunk_size_feed_forward
+            and not (self.training and ffn.dropout.p > 0)
+            and _is_plain(ffn.lin1, nn.Linear)
+            and _is_plain(ffn.lin2, nn.Linear)
+            and _runs_inference_kernels(hidden_states, ffn)
+        )
 
 
 class CompactDistilBertTransformer(nn.Module):

@@ -5,6 +5,11 @@ weights), so upstream `squeezebert` checkpoints load as they are and give the sa
 `SqueezeBertModel`. Unlike upstream, activations stay in (batch, sequence, channels) layout from the embeddings to
 the output: LayerNorm needs no permutes, and each grouped projection is one batched matrix multiply.
 
+Inference on CPU (no autograd graph) takes fused kernels with the same numbers: q/k/v stay group-major so attention
+runs on each group's whole heads with no copies, and when the intermediate and output projections have the same
+groups the feed-forward runs as that many independent narrow ones. Few, large operations keep the time spent
+synchronising threads low. Training, tracing and other devices take the reference computation.
+
 This file and `configuration_compact_squeezebert.py` are copied next to every saved checkpoint, so they import only
 torch, transformers and each other.
 """
@@ -18,7 +23,7 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 from torch.nn import functional as F
 from transformers import initialization as init
-from transformers.activations import ACT2FN
+from transformers.activations import ACT2FN, GELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -84,13 +89,62 @@ class CompactSqueezeBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+def _runs_inference_kernels(hidden_states: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether the copy-free inference kernels may compute `modules` on `hidden_states`.
+
+    They write into preallocated buffers and update them in place, which autograd cannot record, so they run only
+    when no graph is being built (`torch.no_grad`, `torch.inference_mode`, or nothing that requires grad), on CPU
+    tensors whose dtype matches the weights, outside autocast, tracing and compilation. Everything else takes the
+    reference path, which computes the same numbers.
+    """
+    if hidden_states.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    grad_enabled = torch.is_grad_enabled()
+    if grad_enabled and hidden_states.requires_grad:
+        return False
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.dtype != hidden_states.dtype or parameter.device.type != "cpu":
+                return False
+            if grad_enabled and parameter.requires_grad:
+                return False
+    return True
+
+
+def _is_plain(module: nn.Module, cls: type) -> bool:
+    """True when `module` is exactly `cls`, with no hooks or patched forward that calling it would run (adapters,
+    offloading, quantization wrap or replace modules this way), so its computation may be fused into a neighbour's."""
+    return (
+        type(module) is cls
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and "forward" not in vars(module)
+    )
+
+
+def _activation_in_place(activation: Callable, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`activation(hidden_states)` for a tensor nothing else holds: in place for the exact GELU and ReLU, which have
+    in-place kernels with the same numbers, out of place for any other activation."""
+    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
+        return torch.ops.aten.gelu_(hidden_states)
+    if type(activation) is nn.ReLU:
+        return torch.relu_(hidden_states)
+    return activation(hidden_states)
+
+
 class CompactSqueezeBertGroupedConv(nn.Conv1d):
     """A grouped 1x1 convolution applied to channels-last input: (batch, seq, in) -> (batch, seq, out).
 
     It keeps `nn.Conv1d`'s parameters and their (out, in / groups, 1) layout, so SqueezeBERT checkpoints load into it
-    and PEFT adapts it as a convolution (PEFT builds its LoRA factors with this same class). The computation is one
-    batched matrix multiply over the groups, or a plain matrix multiply when `groups == 1`, on the channels-last
-    tensors the rest of the model keeps.
+    and PEFT adapts it as a convolution (PEFT builds its LoRA factors with this same class). Two computations give the
+    same numbers on the channels-last tensors the rest of the model keeps:
+
+    - inference (no autograd graph, CPU): `inference_forward`, which reads the input without copying it and can
+      fold a residual addition into the same pass;
+    - otherwise (training, tracing, other devices): `reference_forward`, one batched matrix multiply over the
+      groups (a plain one when `groups == 1`), differentiable.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=1, *args, **kwargs):
@@ -102,6 +156,12 @@ class CompactSqueezeBertGroupedConv(nn.Conv1d):
             )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _runs_inference_kernels(hidden_states, self):
+            return self.inference_forward(hidden_states)
+        return self.reference_forward(hidden_states)
+
+    def reference_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The differentiable computation: a batched matrix multiply over the groups (plain when `groups == 1`)."""
         groups = self.groups
         if groups == 1:
             return F.linear(hidden_states, self.weight.squeeze(-1), self.bias)
@@ -114,6 +174,36 @@ class CompactSqueezeBertGroupedConv(nn.Conv1d):
         else:
             output = torch.baddbmm(self.bias.view(groups, 1, out_per_group), grouped, weight)
         return output.transpose(0, 1).reshape(*leading, self.out_channels)
+
+    def inference_forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The projection, plus `residual` when given, for inference: records no autograd graph (use it under
+        `torch.no_grad()` / `torch.inference_mode()`).
+
+        With one group, the matrix multiply accumulates straight into the residual plus bias. With several, one
+        batched matrix multiply reads the input through a strided (groups, tokens, in / groups) view, and its
+        group-major result is added to the bias (and residual) in the same pass that lays it out channels-last.
+        """
+        *leading, channels_in = hidden_states.shape
+        inputs = hidden_states.reshape(-1, channels_in)
+        rows, groups = inputs.shape[0], self.groups
+        if residual is not None:
+            residual = residual.reshape(rows, self.out_channels)
+            start = residual + self.bias if self.bias is not None else residual.clone()
+        if groups == 1:
+            weight = self.weight.view(self.out_channels, channels_in)
+            output = F.linear(inputs, weight, self.bias) if residual is None else start.addmm_(inputs, weight.t())
+            return output.view(*leading, self.out_channels)
+        out_per_group = self.out_channels // groups
+        grouped = inputs.view(rows, groups, channels_in // groups).transpose(0, 1)
+        weight = self.weight.view(groups, out_per_group, channels_in // groups).transpose(1, 2)
+        projected = torch.bmm(grouped, weight).transpose(0, 1)  # (tokens, g, out/g), a view of a group-major result
+        if residual is not None:
+            output = start.view(rows, groups, out_per_group).add_(projected)
+        elif self.bias is not None:
+            output = torch.add(projected, self.bias.view(groups, out_per_group), out=inputs.new_empty(projected.shape))
+        else:
+            output = projected.contiguous()
+        return output.view(*leading, self.out_channels)
 
 
 def eager_attention_forward(
@@ -162,6 +252,8 @@ class CompactSqueezeBertSelfAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._attends_by_group(hidden_states):
+            return self._grouped_attention(hidden_states, attention_mask, **kwargs)
         input_shape = hidden_states.shape[:-1]
         head_shape = (*input_shape, -1, self.head_dim)
         query = self.query(hidden_states).view(head_shape).transpose(1, 2)
@@ -183,6 +275,65 @@ class CompactSqueezeBertSelfAttention(nn.Module):
         )
         return output.reshape(*input_shape, -1), probabilities
 
+    def _attends_by_group(self, hidden_states: torch.Tensor) -> bool:
+        """Whether `_grouped_attention` may run: inference, eager or sdpa attention, plain q/k/v projections with the
+        same groups, biases, and whole heads in every group."""
+        projections = (self.query, self.key, self.value)
+        return (
+            self.config._attn_implementation in ("eager", "sdpa")
+            and not (self.training and self.dropout.p > 0)
+            and all(_is_plain(p, CompactSqueezeBertGroupedConv) for p in projections)
+            and all(p.groups == self.query.groups and p.bias is not None for p in projections)
+            and self.config.num_attention_heads % self.query.groups == 0
+            and _runs_inference_kernels(hidden_states, *projections)
+        )
+
+    def _grouped_attention(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention for inference, with each group of q/k/v channels kept as its own batch entry.
+
+        Each of q, k and v is one batched matrix multiply over the groups, reading the input through a strided view
+        (no copy) and leaving group `k`'s channels as batch entry `k`. The heads of a group are whole heads, so
+        attention runs on them as `groups * batch` sequences of `heads / groups` heads, straight from those products'
+        outputs. Only the result is rearranged, once, back to (batch, seq, channels).
+        """
+        batch, length, channels = hidden_states.shape
+        groups = self.query.groups
+        per_group = channels // groups
+        grouped = hidden_states.reshape(-1, groups, per_group).transpose(0, 1)  # (g, tokens, C/g), a view
+        head_shape = (groups * batch, length, per_group // self.head_dim, self.head_dim)
+        query, key, value = (
+            torch.baddbmm(
+                projection.bias.view(groups, 1, per_group),
+                grouped,
+                projection.weight.view(groups, per_group, per_group).transpose(1, 2),
+            ).view(head_shape).transpose(1, 2)  # (g * batch, heads / g, seq, head_dim)
+            for projection in (self.query, self.key, self.value)
+        )
+        if attention_mask is not None:  # (batch, 1 or heads, q, k) -> (g * batch, 1 or heads / g, q, k)
+            mask_heads = attention_mask.shape[1]
+            attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
+            attention_mask = attention_mask.reshape(batch, min(mask_heads, groups), -1, *attention_mask.shape[2:])
+            attention_mask = attention_mask.transpose(0, 1).expand(groups, -1, -1, -1, -1)
+            attention_mask = attention_mask.reshape(groups * batch, *attention_mask.shape[2:])
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, probabilities = attention_interface(
+            self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
+        )
+        # (g * batch, seq, heads / g, head_dim) -> (batch, seq, channels)
+        output = output.reshape(groups, batch * length, per_group).transpose(0, 1).reshape(batch, length, channels)
+        if probabilities is not None:  # (g * batch, heads / g, q, k) -> (batch, heads, q, k)
+            probabilities = probabilities.reshape(groups, batch, -1, length, probabilities.shape[-1])
+            probabilities = probabilities.transpose(0, 1).reshape(batch, -1, length, probabilities.shape[-1])
+        return output, probabilities
+
 
 class CompactSqueezeBertConvDropoutLayerNorm(nn.Module):
     """Grouped projection, dropout, residual, LayerNorm."""
@@ -194,6 +345,14 @@ class CompactSqueezeBertConvDropoutLayerNorm(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        if (
+            not (self.training and self.dropout.p > 0)
+            and _is_plain(self.conv1d, CompactSqueezeBertGroupedConv)
+            and _runs_inference_kernels(hidden_states, self.conv1d)
+            and not (torch.is_grad_enabled() and residual.requires_grad)
+        ):
+            # The residual and the bias are the matrix multiplies' starting value: no separate addition pass.
+            return self.layernorm(self.conv1d.inference_forward(hidden_states, residual=residual))
         return self.layernorm(self.dropout(self.conv1d(hidden_states)) + residual)
 
 
@@ -206,7 +365,49 @@ class CompactSqueezeBertConvActivation(nn.Module):
         self.act = ACT2FN[activation]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _is_plain(self.conv1d, CompactSqueezeBertGroupedConv) and _runs_inference_kernels(hidden_states, self.conv1d):
+            return _activation_in_place(self.act, self.conv1d.inference_forward(hidden_states))
         return self.act(self.conv1d(hidden_states))
+
+
+# Tokens per step of the fused grouped feed-forward: bounds its (tokens, intermediate) scratch activations
+# (12 MiB in fp32 at intermediate 3072), so large batches reuse memory instead of mapping fresh pages every layer.
+FEED_FORWARD_ROWS = 1024
+
+
+def _grouped_feed_forward(
+    hidden_states: torch.Tensor,
+    intermediate: CompactSqueezeBertConvActivation,
+    output: CompactSqueezeBertConvDropoutLayerNorm,
+    rows_per_step: int | None = None,
+) -> torch.Tensor:
+    """`output(intermediate(hidden_states), hidden_states)` for inference, when both projections have the same groups.
+
+    Group `k` of the output projection reads only group `k` of the intermediate activations, which come only from
+    group `k` of the input: the feed-forward is `groups` independent narrow ones. Each step of `rows_per_step` tokens
+    runs them all as two batched matrix multiplies over the groups, reading the input through a strided view and
+    keeping the intermediate activations group-major (no copies, activation in place); the result is added to the
+    residual plus bias in one pass.
+    """
+    rows_per_step = rows_per_step or FEED_FORWARD_ROWS
+    channels = hidden_states.shape[-1]
+    inputs = hidden_states.reshape(-1, channels)
+    up, down = intermediate.conv1d, output.conv1d
+    groups = up.groups
+    in_per_group = channels // groups
+    mid_per_group = up.out_channels // groups
+    up_weight = up.weight.view(groups, mid_per_group, in_per_group).transpose(1, 2)
+    down_weight = down.weight.view(groups, in_per_group, mid_per_group).transpose(1, 2)
+    result = inputs + down.bias if down.bias is not None else inputs.clone()
+    for start in range(0, inputs.shape[0], rows_per_step):
+        grouped = inputs[start : start + rows_per_step].view(-1, groups, in_per_group).transpose(0, 1)
+        if up.bias is None:
+            middle = torch.bmm(grouped, up_weight)
+        else:
+            middle = torch.baddbmm(up.bias.view(groups, 1, mid_per_group), grouped, up_weight)
+        projected = torch.bmm(_activation_in_place(intermediate.act, middle), down_weight)  # (g, rows, C/g)
+        result[start : start + rows_per_step].view(-1, groups, in_per_group).add_(projected.transpose(0, 1))
+    return output.layernorm(result.view_as(hidden_states))
 
 
 class CompactSqueezeBertModule(GradientCheckpointingLayer):
@@ -232,7 +433,22 @@ class CompactSqueezeBertModule(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
         hidden_states = self.post_attention(attention_output, hidden_states)
+        if self._fuses_feed_forward(hidden_states):
+            return _grouped_feed_forward(hidden_states, self.intermediate, self.output)
         return self.output(self.intermediate(hidden_states), hidden_states)
+
+    def _fuses_feed_forward(self, hidden_states: torch.Tensor) -> bool:
+        """Whether the feed-forward may run as independent per-group feed-forwards (see `_grouped_feed_forward`)."""
+        intermediate, output = self.intermediate, self.output
+        return (
+            not (self.training and output.dropout.p > 0)
+            and _is_plain(intermediate, CompactSqueezeBertConvActivation)
+            and _is_plain(output, CompactSqueezeBertConvDropoutLayerNorm)
+            and _is_plain(intermediate.conv1d, CompactSqueezeBertGroupedConv)
+            and _is_plain(output.conv1d, CompactSqueezeBertGroupedConv)
+            and intermediate.conv1d.groups == output.conv1d.groups
+            and _runs_inference_kernels(hidden_states, intermediate, output)
+        )
 
 
 class CompactSqueezeBertEncoder(nn.Module):
