@@ -46,7 +46,14 @@ def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, 
     assert results["training"]["layer_map"] == [1, 3]
     assert results["training"]["teacher_cache"] is True
     assert results["speed"]["speedup"] > 0 and results["student"]["file_size_bytes"] > 0
-    assert len(os.listdir(tmp_path / "cache")) == 1  # teacher logits cached once
+    cached = sorted(os.listdir(tmp_path / "cache"))
+    assert len(cached) == 3  # the teacher's logits on train, validation and test, each computed once
+    again = run(common(trained_teacher, synthetic_csv, tmp_path / "again", "--student_layers", "2", "--epochs", "1",
+                       "--teacher_cache_dir", tmp_path / "cache", "--latency_batches", "0"))
+    assert sorted(os.listdir(tmp_path / "cache")) == cached  # a later run reads them back
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["teacher"]["metrics"] == (
+        results["teacher"]["metrics"]
+    )
 
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert type(model).__name__ == "CompactDistilBertForSequenceClassification"
