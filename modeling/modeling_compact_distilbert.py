@@ -221,26 +221,15 @@ class CompactDistilBertFFN(nn.Module):
         return self.dropout(self.lin2(self.activation(self.lin1(hidden_states))))
 
 
-# Tokens per step of the inference feed-forward: bounds its (tokens, hidden_dim) scratch activations (12 MiB in fp32
-# at hidden_dim 3072), so large batches reuse memory instead of mapping fresh pages every layer.
-FEED_FORWARD_ROWS = 1024
-
-
-def _feed_forward_plus_residual(
-    ffn: CompactDistilBertFFN, hidden_states: torch.Tensor, rows_per_step: int | None = None
-) -> torch.Tensor:
-    """`ffn(hidden_states) + hidden_states` for inference, `rows_per_step` tokens at a time: the activation runs in
-    place on the intermediate activations, and the second matrix multiply accumulates into the residual plus its
-    bias (no separate addition pass)."""
-    rows_per_step = rows_per_step or FEED_FORWARD_ROWS
+def _feed_forward_plus_residual(ffn: CompactDistilBertFFN, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`ffn(hidden_states) + hidden_states` for inference: the activation runs in place on the intermediate
+    activations, and the second matrix multiply accumulates into the residual plus its bias (no separate addition
+    pass)."""
     channels = hidden_states.shape[-1]
     inputs = hidden_states.reshape(-1, channels)
+    middle = _activation_in_place(ffn.activation, F.linear(inputs, ffn.lin1.weight, ffn.lin1.bias))
     result = inputs + ffn.lin2.bias if ffn.lin2.bias is not None else inputs.clone()
-    down = ffn.lin2.weight.t()
-    for start in range(0, inputs.shape[0], rows_per_step):
-        middle = F.linear(inputs[start : start + rows_per_step], ffn.lin1.weight, ffn.lin1.bias)
-        result[start : start + rows_per_step].addmm_(_activation_in_place(ffn.activation, middle), down)
-    return result.view_as(hidden_states)
+    return result.addmm_(middle, ffn.lin2.weight.t()).view_as(hidden_states)
 
 
 class CompactDistilBertBlock(GradientCheckpointingLayer):

@@ -365,8 +365,9 @@ class CompactSqueezeBertConvActivation(nn.Module):
         self.act = ACT2FN[activation]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if _is_plain(self.conv1d, CompactSqueezeBertGroupedConv) and _runs_inference_kernels(hidden_states, self.conv1d):
-            return _activation_in_place(self.act, self.conv1d.inference_forward(hidden_states))
+        conv = self.conv1d
+        if _is_plain(conv, CompactSqueezeBertGroupedConv) and _runs_inference_kernels(hidden_states, conv):
+            return _activation_in_place(self.act, conv.inference_forward(hidden_states))
         return self.act(self.conv1d(hidden_states))
 
 

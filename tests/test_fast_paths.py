@@ -245,7 +245,8 @@ def test_hooks_and_adapters_are_not_bypassed(counted):
 def test_squeezebert_with_lora_adapters_gives_the_reference_numbers_at_inference():
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(_squeezebert((3, 3, 3, 1, 3, 3)), LoraConfig(r=3, target_modules=["query", "value", "conv1d"]))
+    adapters = LoraConfig(r=3, target_modules=["query", "value", "conv1d"])
+    model = get_peft_model(_squeezebert((3, 3, 3, 1, 3, 3)), adapters)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
