@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from hf_compact.benchmarking import cpu_name
 
 
 METHODS = ("pipeline", "pipeline_batch32", "classify", "length_sorted_pipeline", "onnx_fp32", "onnx_int8")
@@ -57,17 +58,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.repeats = 1
         args.texts = args.texts or 32
     return args
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> list[float] | None:

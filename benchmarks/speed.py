@@ -57,6 +57,7 @@ from hf_compact import (
     CompactSqueezeBertModel,
 )
 from hf_compact.flops import encoder_flops
+from hf_compact.benchmarking import cpu_name
 
 
 HERE = Path(__file__).resolve().parent
@@ -221,17 +222,6 @@ def measure_memory(args, names) -> dict[str, dict[str, float]]:
         completed = subprocess.run(command, capture_output=True, text=True, check=True)
         results[name] = json.loads(completed.stdout.strip().splitlines()[-1])
     return results
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def benchmark(args, device: str, dtype: torch.dtype, sizes: dict, memory: dict) -> dict:

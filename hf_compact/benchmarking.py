@@ -24,9 +24,14 @@ from .inference import encode_texts, length_sorted_batches, pad_batch
 
 
 def hardware_name() -> str:
-    """The GPU's name where one is used, else the CPU model from /proc/cpuinfo (or the platform's processor)."""
+    """The GPU's name where one is used, else the CPU model."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, or the platform's processor name."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
@@ -126,4 +131,4 @@ def compare_speed(
     }
 
 
-__all__ = ["compare_speed", "environment_info", "hardware_name"]
+__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name"]
