@@ -33,6 +33,7 @@ from .modeling.modeling_compact_squeezebert import (
     CompactSqueezeBertModel,
     CompactSqueezeBertPreTrainedModel,
 )
+from .grouped_init import fit_grouped_projections
 from .registration import register
 
 
@@ -58,6 +59,7 @@ __all__ = [
     "CompactSqueezeBertModel",
     "CompactSqueezeBertPreTrainedModel",
     "convert_to_compact",
+    "fit_grouped_projections",
     "register",
     "__version__",
 ]

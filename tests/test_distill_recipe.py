@@ -72,6 +72,25 @@ def test_squeezebert_student_with_hidden_state_and_attention_losses(trained_teac
     assert results["training"]["loss_weights"]["attention"] == 1
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "compact_squeezebert" and config["q_groups"] == 2
+    assert "grouped projections fitted" in results["training"]["init"]
+
+
+def test_cheap_training_options_reach_the_saved_student(trained_teacher, synthetic_csv, tmp_path):
+    """No dropout, eager attention and bf16 autocast while training; the saved student loads as usual."""
+    out = tmp_path / "cheap"
+    run(common(trained_teacher, synthetic_csv, out, "--student_type", "compact_squeezebert", "--student_groups", "2",
+               "--student_layers", "2", "--epochs", "1", "--max_steps", "4", "--student_dropout", "0",
+               "--attn_implementation", "eager", "--mixed_precision", "bf16", "--grouped_init", "block-diagonal",
+               "--latency_batches", "0"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["mixed_precision"] == "bf16" and results["training"]["dropout"] == 0
+    assert results["training"]["init"].endswith("block-diagonal part")
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == 0 and config["attention_probs_dropout_prob"] == 0
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config._attn_implementation == "sdpa"
+    bad = run(common(trained_teacher, synthetic_csv, tmp_path / "bad", "--student_dropout", "1.5"), expect_ok=False)
+    assert bad.returncode != 0 and "--student_dropout must be in [0, 1)" in bad.stderr
 
 
 def test_two_processes_under_accelerate_launch(trained_teacher, synthetic_csv, tmp_path):
