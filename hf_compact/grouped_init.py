@@ -62,10 +62,10 @@ class _InputMoments:
         rows = inputs.detach().reshape(-1, inputs.shape[-1])
         if keep is not None:
             rows = rows[keep.reshape(-1)]
-        rows = rows.double()
+        rows = rows.float()
         self.count += rows.shape[0]
-        self.total += rows.sum(0)
-        self.outer += rows.T @ rows
+        self.total += rows.sum(0, dtype=torch.float64)
+        self.outer += (rows.T @ rows).double()  # a batch's products in float32, the running sum in float64
 
     def mean_and_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.total / self.count

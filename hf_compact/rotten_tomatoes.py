@@ -42,11 +42,8 @@ def corpus_path() -> str:
     )
 
 
-@functools.lru_cache(maxsize=1)
 def load_reviews() -> datasets.Dataset:
-    """All review snippets (plot summaries and duplicates removed) with columns `text` and `label`.
-
-    Read once per process (datasets are immutable, so every caller can share the result)."""
+    """All review snippets (plot summaries and duplicates removed) with columns `text` and `label`."""
     import pandas as pd
 
     frame = pd.read_csv(corpus_path(), usecols=["category", "text"])
@@ -62,6 +59,11 @@ def load_reviews() -> datasets.Dataset:
 
 def rotten_tomatoes_splits(seed: int = 42) -> datasets.DatasetDict:
     """Fixed, stratified 80/10/10 train/validation/test splits of the review snippets."""
+    return datasets.DatasetDict(_splits(seed))  # a new dict each call: callers may replace its entries
+
+
+@functools.lru_cache(maxsize=2)
+def _splits(seed: int) -> datasets.DatasetDict:
     return load_text_dataset(load_reviews(), validation_fraction=0.1, test_fraction=0.1, seed=seed)
 
 

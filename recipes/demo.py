@@ -74,10 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--teacher_learning_rate", type=float, default=1e-4)
     parser.add_argument("--student_epochs", type=int, default=2, help="Epochs of the compact_distilbert student.")
     parser.add_argument("--student_learning_rate", type=float, default=2e-4)
-    parser.add_argument("--squeezebert_epochs", type=int, default=3,
-                        help="Epochs of the compact_squeezebert student: its grouped projections start from only the "
-                             "block-diagonal part of the teacher's weights and need longer to recover (its steps are "
-                             "cheaper).")
+    parser.add_argument("--squeezebert_epochs", type=int, default=4,
+                        help="Epochs of the compact_squeezebert student: its grouped projections can only approximate "
+                             "the teacher's dense ones and need longer to recover (its steps are cheaper).")
     parser.add_argument("--squeezebert_learning_rate", type=float, default=3e-4)
     parser.add_argument("--student_groups", type=int, default=2,
                         help="Groups of the SqueezeBERT q, k, v, intermediate and output projections.")

@@ -5,6 +5,11 @@ Task distillation (a fine-tuned sequence classifier as the teacher):
     accelerate launch recipes/distill.py --teacher path/to/teacher --train_file train.csv \
         --student_type compact_distilbert --output_dir outputs/student
 
+Token classification (a fine-tuned tagger as the teacher; a column of word lists and a column of tags per word):
+
+    accelerate launch recipes/distill.py --task token-classification --teacher path/to/tagger \
+        --train_file ner.json --text_column tokens --label_column tags --output_dir outputs/tagger-student
+
 General distillation on raw text (a masked-LM teacher), as DistilBERT was trained:
 
     accelerate launch recipes/distill.py --task mlm --teacher bert-folder --train_file corpus.txt.csv \
@@ -20,6 +25,7 @@ losses need the teacher at every step.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,8 +43,10 @@ from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     get_linear_schedule_with_warmup,
 )
@@ -46,11 +54,25 @@ from transformers import (
 import hf_compact
 from hf_compact.io import write_json_atomic
 from hf_compact.benchmarking import hardware_name
-from hf_compact.data import EpochLengthGroupedSampler, label_names, load_recipe_dataset, tokenize_dataset
+from hf_compact.data import (
+    EpochLengthGroupedSampler,
+    label_names,
+    load_recipe_dataset,
+    tokenize_dataset,
+    tokenize_token_dataset,
+)
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
 from hf_compact.model_card import comparison_from_results, write_model_card
 from hf_compact.teacher_cache import teacher_logits_column
+
+
+# Each task: the teacher's Auto class, the head its architecture name ends with, and the Hub pipeline tag.
+TASKS = {
+    "sequence-classification": (AutoModelForSequenceClassification, "ForSequenceClassification", "text-classification"),
+    "token-classification": (AutoModelForTokenClassification, "ForTokenClassification", "token-classification"),
+    "mlm": (AutoModelForMaskedLM, "ForMaskedLM", "fill-mask"),
+}
 
 
 def parse_args(argv=None):
@@ -74,7 +96,9 @@ def parse_args(argv=None):
 
     models = parser.add_argument_group("teacher and student")
     models.add_argument("--teacher", required=True, help="Folder or Hub name of a BERT-family teacher.")
-    models.add_argument("--task", choices=["sequence-classification", "mlm"], default="sequence-classification")
+    models.add_argument("--task", choices=list(TASKS), default="sequence-classification",
+                        help="token-classification: --text_column holds each example's words, --label_column one tag "
+                             "per word.")
     models.add_argument("--student_type", choices=list(hf_compact.conversion.TARGET_MODEL_TYPES),
                         default="compact_distilbert")
     models.add_argument("--student_config", help="JSON file of student config fields (overrides the flags below).")
@@ -142,8 +166,8 @@ def parse_args(argv=None):
         args.label_column = None
     if args.task == "mlm" and args.label_column is not None:
         args.label_column = None
-    if args.task == "sequence-classification" and args.label_column is None:
-        parser.error("--task sequence-classification needs --label_column.")
+    if args.task != "mlm" and args.label_column is None:
+        parser.error(f"--task {args.task} needs --label_column.")
     sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
     if sum(sources) != 1:
         parser.error("Give exactly one of --train_file, --dataset_name, --builtin_dataset.")
@@ -190,7 +214,7 @@ def load_data(args):
 
 
 def load_teacher(args):
-    auto_class = AutoModelForMaskedLM if args.task == "mlm" else AutoModelForSequenceClassification
+    auto_class, wanted, _ = TASKS[args.task]
     config = AutoConfig.from_pretrained(args.teacher)
     if config.model_type not in hf_compact.conversion.SOURCE_MODEL_TYPES:
         raise SystemExit(
@@ -198,7 +222,6 @@ def load_teacher(args):
             f"{hf_compact.conversion.SOURCE_MODEL_TYPES}."
         )
     architectures = config.architectures or []
-    wanted = "ForMaskedLM" if args.task == "mlm" else "ForSequenceClassification"
     if architectures and not any(a.endswith(wanted) or a.endswith("ForPreTraining") for a in architectures):
         raise SystemExit(
             f"The teacher's head is {architectures[0]}, which does not fit --task {args.task} (needs *{wanted}). "
@@ -240,9 +263,52 @@ def build_student(args, teacher):
         for name in ("vocab_size", "id2label", "label2id", "pad_token_id"):
             setattr(student_config, name, getattr(teacher.config, name))
         student_config.teacher_layer_map = layers
-        auto_class = AutoModelForMaskedLM if args.task == "mlm" else AutoModelForSequenceClassification
-        student = auto_class.from_config(student_config, attn_implementation=attn)
+        student = TASKS[args.task][0].from_config(student_config, attn_implementation=attn)
     return student, layers
+
+
+class TokenLogitsCollator:
+    """Pads a batch for token classification, cached per-token teacher logits included (zeros past each example's
+    end, where the attention mask leaves them out of the loss)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        features = [dict(f) for f in features]
+        logits = [torch.tensor(f.pop("teacher_logits")) for f in features] if "teacher_logits" in features[0] else None
+        batch = self.collator(features)
+        if logits is not None:
+            padded = logits[0].new_zeros(len(logits), batch["input_ids"].shape[1], logits[0].shape[-1])
+            for row, example in zip(padded, logits):
+                row[: len(example)] = example
+            batch["teacher_logits"] = padded
+        return batch
+
+
+@contextlib.contextmanager
+def float32_forward(accelerator, model):
+    """The unwrapped `model`, running its own forward: under --mixed_precision, Accelerate wraps the forward in
+    autocast for training, but reported metrics and cached teacher logits are those of the float32 weights that are
+    saved and that users load."""
+    module = accelerator.unwrap_model(model)
+    wrapped, original = module.__dict__.get("forward"), module.__dict__.get("_original_forward")
+    if wrapped is not None and original is not None:
+        module.forward = original
+    try:
+        yield module
+    finally:
+        if wrapped is not None and original is not None:
+            module.forward = wrapped
+
+
+def scored(predictions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions and labels where a label is given: every example of a sequence task, the labelled tokens (first
+    sub-token of each word) of a token task."""
+    if labels.dim() < 2:
+        return predictions, labels
+    keep = labels != -100
+    return predictions[keep], labels[keep]
 
 
 def fit_grouped_student(args, teacher, student, layer_map, train_set, collator):
@@ -287,9 +353,12 @@ def preflight(args, teacher, student, tokenizer, data):
             f"The tokenizer has {len(tokenizer)} tokens but the teacher's embeddings only "
             f"{teacher.config.vocab_size}: this tokenizer does not belong to this teacher."
         )
-    if args.task == "sequence-classification":
+    if args.task != "mlm":
         names = label_names(data, args.label_column)
-        num_data_labels = len(names) if names else len(set(data["train"][args.label_column]))
+        values = data["train"][args.label_column]
+        if args.task == "token-classification":
+            values = [tag for tags in values for tag in tags]
+        num_data_labels = len(names) if names else len(set(values))
         if teacher.config.num_labels != num_data_labels:
             raise SystemExit(
                 f"The teacher's head has {teacher.config.num_labels} labels but the data has {num_data_labels}: "
@@ -312,10 +381,15 @@ def evaluate(model, dataloader, accelerator, teacher_predictions=None):
     for batch in dataloader:
         labels = batch.pop("labels")
         batch.pop("teacher_logits", None)
-        logits = model(**batch).logits
-        gathered_predictions, gathered_labels = accelerator.gather_for_metrics((logits.argmax(-1), labels))
-        predictions.append(gathered_predictions.cpu())
-        references.append(gathered_labels.cpu())
+        with float32_forward(accelerator, model) as module:
+            batch_predictions = module(**batch).logits.argmax(-1)
+        if labels.dim() == 2:  # token classification: processes' batches may differ in length
+            batch_predictions = accelerator.pad_across_processes(batch_predictions, dim=1, pad_index=-100)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+        gathered_predictions, gathered_labels = accelerator.gather_for_metrics((batch_predictions, labels))
+        gathered_predictions, gathered_labels = scored(gathered_predictions.cpu(), gathered_labels.cpu())
+        predictions.append(gathered_predictions)
+        references.append(gathered_labels)
     predictions, references = torch.cat(predictions), torch.cat(references)
     metrics = {"accuracy": (predictions == references).float().mean().item()}
     if teacher_predictions is not None:
@@ -442,12 +516,18 @@ def training_function(args):
     with accelerator.main_process_first():
         data = load_data(args)
         preflight(args, teacher, student, tokenizer, data)
-        tokenized = tokenize_dataset(
-            data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
-            label_column=args.label_column, max_length=args.max_length,
-        )
+        if args.task == "token-classification":
+            tokenized = tokenize_token_dataset(data, tokenizer, words_column=args.text_column,
+                                               tags_column=args.label_column, max_length=args.max_length)
+        else:
+            tokenized = tokenize_dataset(
+                data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
+                label_column=args.label_column, max_length=args.max_length,
+            )
     if args.task == "mlm":
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    elif args.task == "token-classification":
+        collator = TokenLogitsCollator(DataCollatorForTokenClassification(tokenizer))
     else:
         collator = DataCollatorWithPadding(tokenizer)
     use_cache = args.task != "mlm" and not objective.needs_teacher_forward and not args.no_teacher_cache
@@ -472,7 +552,9 @@ def training_function(args):
     # masks follow the uninterrupted run's exactly.
     train_dataloader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
                                   generator=torch.Generator().manual_seed(args.seed))
-    eval_sets = {s: tokenized[s].remove_columns(["length"]) for s in ("validation", "test")}
+    # Evaluation order does not matter (predictions, labels and cached teacher logits follow the same one): sorted by
+    # length, each batch pads to similar lengths.
+    eval_sets = {s: tokenized[s].sort("length").remove_columns(["length"]) for s in ("validation", "test")}
     eval_dataloaders = {
         s: DataLoader(d, batch_size=args.eval_batch_size, shuffle=False, collate_fn=collator)
         for s, d in eval_sets.items()
@@ -503,16 +585,21 @@ def training_function(args):
         accelerator.init_trackers("distill", config=run_config)
 
     teacher_metrics, teacher_predictions = {}, {}
-    if args.task == "sequence-classification":
+    if args.task != "mlm":
         for split, loader in eval_dataloaders.items():
             if use_cache:  # later runs on the same data read the teacher's evaluation from the cache too
-                with accelerator.main_process_first():
+                with accelerator.main_process_first(), float32_forward(accelerator, teacher) as module:
                     logits = teacher_logits_column(
-                        accelerator.unwrap_model(teacher), eval_sets[split], cache_dir, collator,
-                        batch_size=args.eval_batch_size, show_progress=False,
+                        module, eval_sets[split], cache_dir, collator, batch_size=args.eval_batch_size,
+                        show_progress=False,
                     )
-                predictions = torch.tensor([int(row.argmax()) for row in logits])
-                labels = torch.tensor(eval_sets[split]["labels"])
+                predictions, labels = [], []
+                for row, label in zip(logits, eval_sets[split]["labels"]):  # per example: a label or per-token tags
+                    label = torch.as_tensor(label).reshape(-1)
+                    keep = label != -100
+                    predictions.append(torch.as_tensor(row.argmax(-1)).reshape(-1)[keep])
+                    labels.append(label[keep])
+                predictions, labels = torch.cat(predictions), torch.cat(labels)
                 teacher_predictions[split] = predictions
                 teacher_metrics[split] = {"accuracy": (predictions == labels).float().mean().item()}
             else:
@@ -606,7 +693,7 @@ def training_function(args):
                 sys.stdout.flush()
                 os._exit(3)
         train_seconds = time.perf_counter() - epoch_start
-        if args.task == "sequence-classification":
+        if args.task != "mlm":
             metrics, _ = evaluate(student, eval_dataloaders["validation"], accelerator, teacher_predictions["validation"])
         else:
             metrics = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
@@ -625,10 +712,10 @@ def training_function(args):
     results = {
         "model_name": os.path.basename(os.path.abspath(args.output_dir)),
         "model_type": args.student_type,
-        "task": "text-classification" if args.task == "sequence-classification" else "fill-mask",
+        "task": TASKS[args.task][2],
         "dataset": {
             "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-            "split": "test" if args.task == "sequence-classification" else "validation",
+            "split": "test" if args.task != "mlm" else "validation",
             "num_examples": len(eval_sets["test"]),
             "source": args.builtin_dataset or args.dataset_name or args.train_file,
         },
@@ -656,7 +743,7 @@ def training_function(args):
             "history": history,
         },
     }
-    if args.task == "sequence-classification":
+    if args.task != "mlm":
         student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])
         results["teacher"]["metrics"] = teacher_metrics["test"]
         results["student"]["metrics"] = student_test
@@ -670,10 +757,8 @@ def training_function(args):
         results["teacher"]["metrics"] = teacher_metrics["validation"]
         results["student"]["metrics"] = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
     if accelerator.is_main_process and args.latency_batches > 0:
-        results["speed"] = measure_latency(
-            accelerator.unwrap_model(teacher), accelerator.unwrap_model(student), eval_dataloaders["test"],
-            args.latency_batches,
-        )
+        with float32_forward(accelerator, teacher) as teacher_module, float32_forward(accelerator, student) as module:
+            results["speed"] = measure_latency(teacher_module, module, eval_dataloaders["test"], args.latency_batches)
         accelerator.print(
             f"latency per batch: teacher {results['speed']['teacher_ms']:.1f} ms, student "
             f"{results['speed']['student_ms']:.1f} ms ({results['speed']['speedup']:.2f}x)"

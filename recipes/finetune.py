@@ -366,6 +366,9 @@ def main(argv=None):
     trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir) if args.resume else None)
 
     trainer.compute_metrics = metrics_function(problem_type, num_labels, teacher_labels.get("test"))
+    # Test metrics of the float32 model that is saved: drop the autocast that --mixed_precision wrapped around the
+    # forward for training.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     test_metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
     test_metrics = {k[len("test_"):]: v for k, v in test_metrics.items()
                     if k.startswith("test_") and k[len("test_"):] not in ("loss", "runtime", "samples_per_second",

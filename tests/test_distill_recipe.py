@@ -174,3 +174,98 @@ def test_accelerate_config_files_load():
 
     wrapped = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
     assert hasattr(distilbert, wrapped[0]) and hasattr(squeezebert, wrapped[1])
+
+
+@pytest.fixture(scope="module")
+def token_task(tmp_path_factory, tokenizer_dir):
+    """A tiny BERT tagger (a word is tagged POS when it is one of POSITIVE_WORDS) and JSON-lines data for it."""
+    import random
+
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from conftest import POSITIVE_WORDS, VOCAB, WORDS
+
+    folder = tmp_path_factory.mktemp("tagger")
+    rng = random.Random(0)
+    rows = []
+    for _ in range(400):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+        rows.append({"tokens": words, "tags": ["POS" if w in POSITIVE_WORDS else "O" for w in words]})
+    data = folder / "tags.json"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, id2label={0: "O", 1: "POS"},
+                        label2id={"O": 0, "POS": 1})
+    model = BertForTokenClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(60):
+        batch = [rows[(step * 32 + k) % len(rows)] for k in range(32)]
+        encoded = tokenizer([r["tokens"] for r in batch], is_split_into_words=True, padding=True, return_tensors="pt")
+        labels = torch.full(encoded["input_ids"].shape, -100)
+        for i, r in enumerate(batch):  # one token per word in this vocabulary; position 0 is [CLS]
+            labels[i, 1 : len(r["tags"]) + 1] = torch.tensor([int(t == "POS") for t in r["tags"]])
+        model(**encoded, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval().save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    return folder / "model", data
+
+
+def test_token_classification_distillation(token_task, tmp_path):
+    teacher, data = token_task
+    out = tmp_path / "tagger-student"
+    task = ["--task", "token-classification", "--text_column", "tokens", "--label_column", "tags"]
+    run(common(teacher, data, out, *task, "--student_layers", "2", "--epochs", "3", "--learning_rate", "3e-3",
+               "--teacher_cache_dir", tmp_path / "cache"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "token-classification" and results["training"]["teacher_cache"] is True
+    assert results["teacher"]["metrics"]["accuracy"] > 0.9  # scored on the tagged tokens
+    assert results["student"]["metrics"]["agreement"] > 0.9  # the share of tagged tokens where both agree
+    assert len(os.listdir(tmp_path / "cache")) == 3  # per-token teacher logits of train, validation and test
+    assert 'pipeline("token-classification"' in (out / "README.md").read_text()
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert type(model).__name__ == "CompactDistilBertForTokenClassification"
+    tagger = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(out), device="cpu")
+    assert {entity["word"] for entity in tagger("w1 w20 w30")} <= {"w1", "w20", "w30"}
+
+    wrong = run(common(teacher, data, tmp_path / "wrong", "--student_layers", "2"), expect_ok=False)
+    assert wrong.returncode != 0 and "does not fit --task sequence-classification" in wrong.stderr
+
+
+def test_evaluation_runs_the_float32_weights_under_mixed_precision():
+    """Accelerate wraps a prepared model's forward in autocast; metrics and cached teacher logits bypass it."""
+    import copy
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from transformers import BertConfig, BertForSequenceClassification
+
+    sys.path.insert(0, str(Path(RECIPE).parent))
+    import distill
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=4, intermediate_size=128)).eval()
+    reference = copy.deepcopy(model)
+    inputs = {"input_ids": torch.randint(0, 99, (4, 16))}
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+        prepared = accelerator.prepare_model(model, evaluation_mode=True)
+        with torch.no_grad():
+            expected = reference(**inputs).logits
+            autocast = prepared(**inputs).logits
+            with distill.float32_forward(accelerator, prepared) as module:
+                float32 = module(**inputs).logits
+            after = prepared(**inputs).logits
+    finally:
+        AcceleratorState._reset_state(True)
+    assert not torch.equal(autocast, expected)  # bf16 arithmetic
+    assert torch.equal(float32, expected)
+    assert torch.equal(after, autocast)  # the training forward is put back
