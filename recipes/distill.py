@@ -154,6 +154,8 @@ def parse_args(argv=None):
     output.add_argument("--keep_checkpoints", type=int, default=2)
     output.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in output_dir.")
     output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
+    output.add_argument("--eval_last_epoch_only", action="store_true",
+                        help="Evaluate on the validation split after the last epoch only (not after each one).")
     output.add_argument("--latency_batches", type=int, default=8, help="Batches timed for the latency ratio.")
     output.add_argument("--no_model_card", action="store_true", help="Do not write README.md (the model card).")
     output.add_argument("--push_to_hub", action="store_true")
@@ -693,17 +695,21 @@ def training_function(args):
                 sys.stdout.flush()
                 os._exit(3)
         train_seconds = time.perf_counter() - epoch_start
-        if args.task != "mlm":
+        last_epoch = epoch + 1 == args.epochs or completed_batches >= total_batches
+        if args.eval_last_epoch_only and not last_epoch:
+            metrics = {}
+        elif args.task != "mlm":
             metrics, _ = evaluate(student, eval_dataloaders["validation"], accelerator, teacher_predictions["validation"])
         else:
             metrics = evaluate_mlm(student, eval_dataloaders["validation"], accelerator)
         history.append({"epoch": epoch + 1, **metrics, "train_seconds": train_seconds,
                         "train_samples_per_s": epoch_examples * accelerator.num_processes / train_seconds})
-        accelerator.print(
-            f"epoch {epoch + 1}: student " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            + " | teacher " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics["validation"].items())
-        )
-        if trackers:
+        if metrics:
+            accelerator.print(
+                f"epoch {epoch + 1}: student " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                + " | teacher " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics["validation"].items())
+            )
+        if trackers and metrics:
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=completed_batches)
         if completed_batches >= total_batches:
             break

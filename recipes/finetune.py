@@ -76,6 +76,9 @@ def parse_args(argv=None):
     model.add_argument("--task", choices=["sequence-classification", "token-classification"],
                        default="sequence-classification")
     model.add_argument("--teacher", help="A fine-tuned teacher: report agreement of predictions with it.")
+    model.add_argument("--attn_implementation", choices=["sdpa", "eager"],
+                       help="Attention kernel while training (default: the model's). With bf16 on a CPU, eager trains "
+                            "faster at short lengths. The saved model loads with the default.")
     model.add_argument("--freeze_word_embeddings", action="store_true",
                        help="Keep the word embeddings as loaded (faster steps on a CPU, less overfitting).")
     model.add_argument("--lora_r", type=int, default=0, help="LoRA rank (0: train all weights).")
@@ -201,6 +204,8 @@ def load_model(args, num_labels, names, problem_type):
         kwargs["label2id"] = {name: i for i, name in enumerate(names)}
     if problem_type != "token_classification":
         kwargs["problem_type"] = problem_type
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
     auto_class = AutoModelForTokenClassification if problem_type == "token_classification" else (
         AutoModelForSequenceClassification
     )
