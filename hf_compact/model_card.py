@@ -396,9 +396,10 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
     if isinstance(layer_map, list) and layer_map and all(isinstance(i, int) for i in layer_map):
         student_layers = ", ".join(str(i) for i in range(len(layer_map)))
         teacher_layers = ", ".join(str(i) for i in layer_map)
-        if init in (None, "teacher layers"):
+        if init is None or (isinstance(init, str) and init.startswith("teacher layers")):
+            detail = init.split(";", 1)[1].strip() if isinstance(init, str) and ";" in init else ""
             lines.append(f"Initialisation: student layers {student_layers} start as teacher layers {teacher_layers} "
-                         "(0-based), embeddings and task head copied from the teacher")
+                         "(0-based), embeddings and task head copied from the teacher" + (f"; {detail}" if detail else ""))
         else:
             lines.append(f"Layer map: student layers {student_layers} are matched to teacher layers {teacher_layers} "
                          "(0-based)")
@@ -442,6 +443,16 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
         hyper.append(f"seed {training['seed']:g}")
     if hyper:
         lines.append("Hyperparameters: " + ", ".join(hyper))
+    setup = []
+    if training.get("mixed_precision") in ("bf16", "fp16"):
+        setup.append(f"{training['mixed_precision']} autocast (weights kept and saved in float32)")
+    if _is_number(training.get("dropout")):
+        setup.append(f"dropout {training['dropout']:g}")
+    frozen = training.get("frozen")
+    if isinstance(frozen, list) and frozen and all(isinstance(f, str) for f in frozen):
+        setup.append("frozen: " + ", ".join(frozen))
+    if setup:
+        lines.append("Training set-up: " + "; ".join(setup))
     return lines
 
 

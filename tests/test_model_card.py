@@ -340,3 +340,17 @@ def test_finetune_recipe_results_with_agreement_teacher_are_not_called_distilled
     assert "| Metric | This model |" in text and "Retention" not in text
     assert "| Layers | 2 |" in text and "| Hidden size | 768 |" in text  # the class defaults filled in
     assert metrics_of(card) == {"accuracy": 0.81, "agreement": 0.9}
+
+
+def test_training_set_up_and_grouped_initialisation_are_stated(tmp_path):
+    results = squeezebert_results()
+    results["training"].update(
+        init="teacher layers; grouped projections fitted to the dense ones on 512 training examples",
+        layer_map=[1, 3, 5], mixed_precision="bf16", dropout=0.0, frozen=["word embeddings"],
+    )
+    text = ModelCard.load(write_model_card(tmp_path, results)).text
+    assert ("start as teacher layers 1, 3, 5 (0-based), embeddings and task head copied from the teacher; grouped "
+            "projections fitted to the dense ones on 512 training examples") in text
+    assert "Training set-up: bf16 autocast (weights kept and saved in float32); dropout 0; frozen: word embeddings" in text
+    results["training"].update(mixed_precision="no", dropout=None, frozen=[])
+    assert "Training set-up" not in ModelCard.load(write_model_card(tmp_path / "plain", results)).text
