@@ -6,7 +6,7 @@ of every projection, and the student starts far from the teacher.
 
 The inputs of a projection are strongly correlated across channels, so much of what the dropped blocks computed can
 be read from the channels a group keeps. `fit_grouped_projections` runs the dense model (the same layers with one
-group, i.e. the teacher's function) over a few batches of real inputs, collects the mean and covariance of each
+group: the teacher's own weights) over a few batches of real inputs, collects the mean and covariance of each
 projection's input over the non-padding tokens, and sets each group to the least-squares fit of the dense
 projection's output from the group's own input channels:
 
@@ -14,9 +14,9 @@ projection's output from the group's own input channels:
     b_k = b[R_k] + W[R_k, :] mu - B_k mu[C_k]
 
 where `W`, `b` are the dense weight and bias, `R_k` / `C_k` the output / input channels of group `k`, `mu` and `S`
-the input mean and covariance. With uncorrelated inputs this is the block-diagonal part again; with correlated ones
-it keeps more of the dense output. Each layer's inputs come from the dense model, so the fit needs one pass over the
-calibration batches.
+the input mean and covariance. When a group's inputs are uncorrelated with the other channels this is the
+block-diagonal part again; with correlated ones it keeps more of the dense output. Each layer's inputs come from the
+dense model, so the fit needs one pass over the calibration batches.
 
 ```python
 >>> from transformers import BertConfig, BertForSequenceClassification
