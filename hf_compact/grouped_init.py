@@ -30,6 +30,7 @@ dense model, so the fit needs one pass over the calibration batches.
 >>> fitted = hf_compact.fit_grouped_projections(student, dense, batches)
 >>> len(fitted)  # five grouped projections in each of the two layers
 10
+
 ```
 """
 
