@@ -305,20 +305,21 @@ def float32_forward(accelerator, model):
 
 
 def scored(predictions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictions and labels where a label is given: every example of a sequence task, the labelled tokens (first
-    sub-token of each word) of a token task."""
-    if labels.dim() < 2:
-        return predictions, labels
+    """Predictions and labels where a label is given (flattened): every example of a sequence task, the labelled
+    tokens (first sub-token of each word) of a token task; -100 marks the others."""
     keep = labels != -100
     return predictions[keep], labels[keep]
 
 
+def has_grouped_projections(config) -> bool:
+    return config.model_type == "compact_squeezebert" and any(
+        getattr(config, f, 1) > 1 for f in hf_compact.conversion.SQUEEZEBERT_GROUP_FIELDS
+    )
+
+
 def fit_grouped_student(args, teacher, student, layer_map, train_set, collator):
     """Refit a grouped student's projections to the dense ones they replace, on the first training examples."""
-    if getattr(student.config, "model_type", None) != "compact_squeezebert":
-        return
-    group_fields = [f for f in hf_compact.conversion.SQUEEZEBERT_GROUP_FIELDS if getattr(student.config, f, 1) > 1]
-    if not group_fields:
+    if not has_grouped_projections(student.config):
         return
     dense_config = {f: getattr(student.config, f) for f in ("hidden_act", "layer_norm_eps")}
     dense_config.update({f: 1 for f in hf_compact.conversion.SQUEEZEBERT_GROUP_FIELDS})
@@ -333,8 +334,7 @@ def fit_grouped_student(args, teacher, student, layer_map, train_set, collator):
 def init_description(args, student) -> str:
     if args.init == "scratch":
         return "scratch"
-    grouped = any(getattr(student.config, f, 1) > 1 for f in hf_compact.conversion.SQUEEZEBERT_GROUP_FIELDS)
-    if student.config.model_type == "compact_squeezebert" and grouped:
+    if has_grouped_projections(student.config):
         if args.grouped_init == "fit":
             return (f"teacher layers; grouped projections fitted to the dense ones on {args.grouped_init_samples} "
                     "training examples")
@@ -597,10 +597,10 @@ def training_function(args):
                     )
                 predictions, labels = [], []
                 for row, label in zip(logits, eval_sets[split]["labels"]):  # per example: a label or per-token tags
-                    label = torch.as_tensor(label).reshape(-1)
-                    keep = label != -100
-                    predictions.append(torch.as_tensor(row.argmax(-1)).reshape(-1)[keep])
-                    labels.append(label[keep])
+                    prediction, label = scored(torch.as_tensor(row.argmax(-1)).reshape(-1),
+                                               torch.as_tensor(label).reshape(-1))
+                    predictions.append(prediction)
+                    labels.append(label)
                 predictions, labels = torch.cat(predictions), torch.cat(labels)
                 teacher_predictions[split] = predictions
                 teacher_metrics[split] = {"accuracy": (predictions == labels).float().mean().item()}
