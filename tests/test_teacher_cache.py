@@ -1,6 +1,7 @@
 """Teacher logits are computed once and reused while teacher and data are unchanged."""
 
 import os
+import threading
 
 import datasets
 import numpy as np
@@ -20,6 +21,10 @@ def setup(trained_teacher):
     return teacher, tokenizer, dataset, DataCollatorWithPadding(tokenizer)
 
 
+def entries(cache_dir):
+    return [p for p in os.listdir(cache_dir) if os.path.isdir(os.path.join(cache_dir, p))]
+
+
 class CountingTeacher(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -37,7 +42,7 @@ def test_logits_are_computed_once_and_equal_to_the_teacher(setup, tmp_path):
     assert counting.calls == 2
     again = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=2, show_progress=False)
     assert counting.calls == 2  # served from the cache
-    assert len(os.listdir(tmp_path)) == 1
+    assert len(entries(tmp_path)) == 1
     for text_ids, cached, reused in zip(dataset["input_ids"], first, again):
         with torch.no_grad():
             expected = teacher(input_ids=torch.tensor([text_ids])).logits[0].numpy()
@@ -50,6 +55,7 @@ def test_a_changed_teacher_or_data_gets_a_new_cache(setup, tmp_path):
     key = cache_key(teacher, dataset)
     assert cache_key(teacher, dataset.select([0, 1, 2])) != key
     assert cache_key(teacher, dataset, top_k=1) != key
+    assert cache_key(teacher, dataset, autocast_dtype=torch.bfloat16) != key
     with torch.no_grad():
         teacher.classifier.bias.add_(0.1)
     assert cache_key(teacher, dataset) != key
@@ -63,6 +69,42 @@ def test_top_k_keeps_the_largest_logits(setup, tmp_path):
         assert top_row.argmax() == full_row.argmax()
         assert top_row.max() == pytest.approx(full_row.max())
         assert (top_row == MASKED_LOGIT).sum() == len(full_row) - 1
+
+
+def test_bf16_logits_are_their_own_cache_entry_and_close_to_float32(setup, tmp_path):
+    teacher, tokenizer, dataset, collator = setup
+    counting = CountingTeacher(teacher)
+    exact = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=4, show_progress=False)
+    low = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=4, show_progress=False,
+                                autocast_dtype=torch.bfloat16)
+    assert counting.calls == 2 and len(entries(tmp_path)) == 2  # not served from the float32 entry
+    again = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=4, show_progress=False,
+                                  autocast_dtype=torch.bfloat16)
+    assert counting.calls == 2
+    for exact_row, low_row, again_row in zip(exact, low, again):
+        assert low_row.dtype == np.float32
+        assert not np.array_equal(exact_row, low_row)  # the forward pass did run in bf16
+        np.testing.assert_allclose(low_row, exact_row, atol=0.05)  # bf16 keeps about 3 significant digits
+        np.testing.assert_array_equal(low_row, again_row)
+
+
+def test_runs_side_by_side_compute_an_entry_once(setup, tmp_path):
+    teacher, tokenizer, dataset, collator = setup
+    counting = CountingTeacher(teacher)
+    results = [None, None]
+
+    def run(index):
+        results[index] = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=4,
+                                               show_progress=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counting.calls == 1  # one batch of 4, computed by whichever run took the lock first
+    for first, second in zip(*results):
+        np.testing.assert_array_equal(first, second)
 
 
 def test_empty_data_is_refused(setup, tmp_path):
