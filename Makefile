@@ -42,11 +42,14 @@ demo: $(VENV)/.runtime
 test: install
 	$(BIN)/python -m pytest -q tests
 
-# The benchmarks (minutes each; run on a quiet machine): results under benchmarks/results/.
+# The benchmarks (minutes each; run on a quiet machine): each prints its measurements; speed, inference and the
+# teacher cache also write them under benchmarks/results/.
 bench: install
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/teacher_cache.py
+	$(BIN)/python benchmarks/training_step.py
+	$(BIN)/python benchmarks/teacher_logits_precision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

