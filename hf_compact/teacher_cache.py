@@ -116,10 +116,10 @@ def teacher_logits_column(
         raise ValueError("Cannot compute teacher logits for an empty dataset.")
     key = cache_key(teacher, dataset, top_k, autocast_dtype)
     path = os.path.join(cache_dir, key)
-    os.makedirs(cache_dir, exist_ok=True)
+    os.makedirs(os.path.join(cache_dir, ".locks"), exist_ok=True)
     # Independent runs sharing a cache (seeds trained side by side) compute each entry once: the first one to take
     # the lock computes and writes it, the others wait and read it.
-    with FileLock(path + ".lock"):
+    with FileLock(os.path.join(cache_dir, ".locks", key + ".lock")):
         if os.path.isdir(path):
             logger.info("Teacher logits found in %s", path)
             cached = datasets.load_from_disk(path)

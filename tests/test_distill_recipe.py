@@ -28,6 +28,10 @@ def run(args, expect_ok=True, launcher=None):
     return result
 
 
+def cache_entries(cache_dir):
+    return sorted(p for p in os.listdir(cache_dir) if not p.startswith("."))  # .locks/ holds the file locks
+
+
 def common(teacher, data, output_dir, *extra):
     return ["--teacher", teacher, "--train_file", data, "--output_dir", output_dir, *FAST, *extra]
 
@@ -46,11 +50,11 @@ def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, 
     assert results["training"]["layer_map"] == [1, 3]
     assert results["training"]["teacher_cache"] is True
     assert results["speed"]["speedup"] > 0 and results["student"]["file_size_bytes"] > 0
-    cached = sorted(os.listdir(tmp_path / "cache"))
+    cached = cache_entries(tmp_path / "cache")
     assert len(cached) == 3  # the teacher's logits on train, validation and test, each computed once
     again = run(common(trained_teacher, synthetic_csv, tmp_path / "again", "--student_layers", "2", "--epochs", "1",
                        "--teacher_cache_dir", tmp_path / "cache", "--latency_batches", "0"))
-    assert sorted(os.listdir(tmp_path / "cache")) == cached  # a later run reads them back
+    assert cache_entries(tmp_path / "cache") == cached  # a later run reads them back
     assert json.loads((tmp_path / "again" / "results.json").read_text())["teacher"]["metrics"] == (
         results["teacher"]["metrics"]
     )
@@ -225,7 +229,7 @@ def test_token_classification_distillation(token_task, tmp_path):
     assert results["task"] == "token-classification" and results["training"]["teacher_cache"] is True
     assert results["teacher"]["metrics"]["accuracy"] > 0.9  # scored on the tagged tokens
     assert results["student"]["metrics"]["agreement"] > 0.9  # the share of tagged tokens where both agree
-    assert len(os.listdir(tmp_path / "cache")) == 3  # per-token teacher logits of train, validation and test
+    assert len(cache_entries(tmp_path / "cache")) == 3  # per-token teacher logits of train, validation and test
     assert 'pipeline("token-classification"' in (out / "README.md").read_text()
 
     from transformers import AutoModelForTokenClassification, AutoTokenizer

@@ -22,7 +22,7 @@ def setup(trained_teacher):
 
 
 def entries(cache_dir):
-    return [p for p in os.listdir(cache_dir) if os.path.isdir(os.path.join(cache_dir, p))]
+    return [p for p in os.listdir(cache_dir) if not p.startswith(".")]  # .locks/ holds the entries' file locks
 
 
 class CountingTeacher(torch.nn.Module):
