@@ -210,12 +210,14 @@ def run_side_by_side(args, runs: list[dict]):
 
     def train(run):
         log_path = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
+        if stopping.is_set():  # another run failed: this one does not start
+            return run, None, log_path
         with open(log_path, "wb") as log:
-            if stopping.is_set():
-                return run, None, log_path
             process = subprocess.Popen([sys.executable, script, *run["argv"]], env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT)
             processes[run["label"]] = process
+            if stopping.is_set():  # another run failed while this one was starting
+                process.terminate()
             while chunk := process.stdout.read1(65536):
                 log.write(chunk)
                 found = re.findall(rb"(?:distilling|alone):\s+(\d+)%\|", chunk)
