@@ -374,8 +374,10 @@ def main(argv=None):
     stage(f"1/4  Fine-tuning the teacher ({teacher_path}) on Rotten Tomatoes")
     teacher_results = train_teacher(args, teacher_path, teacher_folder)
     print(f"teacher test accuracy {teacher_results['model']['metrics']['accuracy']:.4f}")
+    teacher_done = time.perf_counter()
 
     runs = train_students(args, teacher_folder)
+    students_done = time.perf_counter()
 
     stage("4/4  Measuring teacher and students side by side, writing results and model cards")
     chosen = {key: median_run(seed_runs) for key, seed_runs in runs.items()}
@@ -460,6 +462,12 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "results.md"), "w") as handle:
         handle.write(table)
     summary["minutes"] = (time.perf_counter() - started) / 60
+    # Wall-clock minutes of each stage in this invocation (a rerun that keeps finished stages spends ~0 on them).
+    summary["stage_minutes"] = {
+        "teacher": (teacher_done - started) / 60,
+        "students": (students_done - teacher_done) / 60,
+        "measure_and_cards": (time.perf_counter() - students_done) / 60,
+    }
     write_json_atomic(os.path.join(args.output_dir, "summary.json"), summary)
     print("\n" + table)
     for row in summary["students"]:
@@ -468,7 +476,8 @@ def main(argv=None):
             verdict = "met" if bar["met"] else "MISSED"
             print(f"{row['model_type']}: retention {100 * row['retention']:.1f}% (bar {100 * bar['retention']:.0f}%), "
                   f"speed-up {row['speedup']:.2f}x (bar {bar['speedup']}x): {verdict}")
-    print(f"\nfinished in {summary['minutes']:.1f} minutes; models, results and cards in {args.output_dir}")
+    stages = ", ".join(f"{name.replace('_', ' ')} {minutes:.1f}" for name, minutes in summary["stage_minutes"].items())
+    print(f"\nfinished in {summary['minutes']:.1f} minutes ({stages}); models, results and cards in {args.output_dir}")
     return summary
 
 

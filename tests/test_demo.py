@@ -42,6 +42,8 @@ def test_quick_demo_end_to_end(tmp_path):
         assert stage in stdout
 
     summary = json.loads((output / "summary.json").read_text())
+    assert set(summary["stage_minutes"]) == {"teacher", "students", "measure_and_cards"}
+    assert sum(summary["stage_minutes"].values()) == pytest.approx(summary["minutes"], rel=0.01)
     rows = {(row["model_type"], row["distilled"]): row for row in summary["students"]}
     assert set(rows) == {(t, d) for t in ("compact_distilbert", "compact_squeezebert") for d in (True, False)}
     teacher_accuracy = summary["teacher"]["accuracy"]
