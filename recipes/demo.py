@@ -135,6 +135,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def threads_per_job(args) -> int:
+    return max(1, usable_cores() // args.jobs)
+
+
+def student_epochs(args, student_type) -> int:
+    return args.squeezebert_epochs if student_type == "compact_squeezebert" else args.student_epochs
+
+
 def stage(title):
     print(f"\n{'=' * 100}\n{title}\n{'=' * 100}", flush=True)
 
@@ -169,11 +177,11 @@ def train_teacher(args, teacher_path, folder):
 def student_argv(args, teacher_folder, student_type, seed, folder, *, distilled):
     """The recipes/distill.py command line of one student run."""
     squeeze = student_type == "compact_squeezebert"
-    epochs = args.squeezebert_epochs if squeeze else args.student_epochs
     learning_rate = args.squeezebert_learning_rate if squeeze else args.student_learning_rate
     argv = [
         "--teacher", teacher_folder, "--builtin_dataset", "rotten_tomatoes", "--student_type", student_type,
-        "--output_dir", folder, "--overwrite_output_dir", "--seed", str(seed), "--epochs", str(epochs),
+        "--output_dir", folder, "--overwrite_output_dir", "--seed", str(seed),
+        "--epochs", str(student_epochs(args, student_type)),
         "--learning_rate", str(learning_rate), "--batch_size", str(args.batch_size),
         "--max_length", str(args.max_length), "--teacher_cache_dir", os.path.join(args.output_dir, "teacher_cache"),
         "--report_to", "none", "--latency_batches", "0", "--no_model_card", "--checkpointing_steps", "0",
@@ -199,7 +207,7 @@ def run_side_by_side(args, runs: list[dict]):
     Each run's output goes to its log under `output_dir/logs/`; one progress bar follows them all. The longest runs
     start first, so the last ones to finish are short. A failed run stops the others and shows the end of its log.
     """
-    threads = max(1, usable_cores() // args.jobs)
+    threads = threads_per_job(args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distill.py")
@@ -255,16 +263,15 @@ def run_side_by_side(args, runs: list[dict]):
 def train_students(args, teacher_folder) -> dict:
     """Every student run (distilled, per seed; labels-only baselines), keyed (student_type, distilled) -> seed ->
     results. Finished runs are read back, not retrained."""
-    plan, runs = [], {}
+    plan = []
     for distilled in (True, False):
         for student_type in STUDENTS:
-            runs[(student_type, distilled)] = {}
             for seed in args.seeds if distilled else args.baseline_seeds:
                 name = NAMES[student_type] + ("" if distilled else "-labels-only")
                 folder = os.path.join(args.output_dir, name, f"seed_{seed}")
-                epochs = args.squeezebert_epochs if student_type == "compact_squeezebert" else args.student_epochs
                 plan.append({
-                    "key": (student_type, distilled), "seed": seed, "folder": folder, "cost": epochs,
+                    "key": (student_type, distilled), "seed": seed, "folder": folder,
+                    "cost": student_epochs(args, student_type),
                     "label": f"{name} seed {seed}",
                     "short": f"{student_type.removeprefix('compact_')}{'' if distilled else ' labels-only'} seed {seed}",
                     "argv": student_argv(args, teacher_folder, student_type, seed, folder, distilled=distilled),
@@ -282,15 +289,15 @@ def train_students(args, teacher_folder) -> dict:
             stage(f"{'2' if distilled else '3'}/4  {what}: {student_type}, seed {run['seed']}")
             distill.main(run["argv"])
     elif todo:
-        threads = max(1, usable_cores() // args.jobs)
         stage(f"2/4  Distilling {' and '.join(STUDENTS)}, seeds {', '.join(map(str, args.seeds))}\n"
               f"3/4  Training the same students on labels alone (no teacher), seed "
               f"{', '.join(map(str, args.baseline_seeds))}\n"
-              f"     {len(todo)} runs, {args.jobs} side by side with {threads} thread(s) each; logs in "
+              f"     {len(todo)} runs, {args.jobs} side by side with {threads_per_job(args)} thread(s) each; logs in "
               f"{os.path.join(args.output_dir, 'logs')}")
         run_side_by_side(args, todo)
+    runs = {}  # in plan order: distilled students first
     for run in plan:
-        runs[run["key"]][run["seed"]] = finished(run["folder"])
+        runs.setdefault(run["key"], {})[run["seed"]] = finished(run["folder"])
     return runs
 
 
