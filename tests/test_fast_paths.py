@@ -79,6 +79,18 @@ def _inference(model, input_ids, mask):
         return model(input_ids, attention_mask=mask).last_hidden_state
 
 
+def _assert_inference_attentions_equal_the_reference(model, seed):
+    """The attention probabilities of the inference path, per layer, in (batch, heads, q, k) layout."""
+    input_ids, mask = _padded_batch(seed=seed)
+    with torch.enable_grad():
+        expected = [a.detach() for a in model(input_ids, attention_mask=mask, output_attentions=True).attentions]
+    with torch.inference_mode():
+        got = model(input_ids, attention_mask=mask, output_attentions=True).attentions
+    for ours, reference in zip(got, expected, strict=True):
+        assert ours.shape == (3, 6, 13, 13)
+        torch.testing.assert_close(ours, reference, **TOLERANCE)
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """Counts calls of the inference kernels (wrapping, not replacing, them)."""
@@ -205,15 +217,7 @@ def test_squeezebert_eager_and_sdpa_agree_on_the_inference_path(groups):
 
 @pytest.mark.parametrize("groups", GROUPINGS)
 def test_squeezebert_attention_probabilities_keep_their_layout(groups):
-    model = _squeezebert(groups, "eager")
-    input_ids, mask = _padded_batch(seed=4)
-    with torch.enable_grad():
-        expected = [a.detach() for a in model(input_ids, attention_mask=mask, output_attentions=True).attentions]
-    with torch.inference_mode():
-        got = model(input_ids, attention_mask=mask, output_attentions=True).attentions
-    for ours, reference in zip(got, expected, strict=True):
-        assert ours.shape == (3, 6, 13, 13)
-        torch.testing.assert_close(ours, reference, **TOLERANCE)
+    _assert_inference_attentions_equal_the_reference(_squeezebert(groups, "eager"), seed=4)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_new"])
@@ -335,3 +339,104 @@ def test_speed_benchmark_quick_run_writes_its_json(tmp_path):
     assert compact["replaces"] == "squeezebert"
     assert compact["speedup_vs_replaced"] == pytest.approx(rows["squeezebert", 2]["median_ms"] / compact["median_ms"])
     assert "compact_squeezebert" in completed.stdout  # the printed table
+
+
+@pytest.fixture(params=[1, 2], ids=["one-thread", "two-threads"])
+def threads(request):
+    """Runs the test with torch on 1, then 2 threads (column blocks need several), restoring the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("module", [distilbert_module, squeezebert_module], ids=["distilbert", "squeezebert"])
+def test_column_blocks_hold_whole_units_and_need_threads_and_few_tokens(module, monkeypatch):
+    for threads, tokens, units, expected in [
+        (2, 128, 12, 4),  # twice the threads
+        (2, 39, 6, 6),  # 4 does not divide 6 heads: the next divisor
+        (2, 20, 7, 7),
+        (8, 20, 12, 12),  # no divisor reaches 16: every head its own block
+        (2, 20, 1, 1),
+        (1, 20, 12, 1),  # one thread: the plain matrix multiply
+        (2, module.COLUMN_BLOCK_MAX_TOKENS + 1, 12, 1),  # many tokens: the plain matrix multiply
+    ]:
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        assert module._column_blocks(tokens, units) == expected, (threads, tokens, units)
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_distilbert_column_blocks_give_the_reference_and_transformers_numbers(
+    attn_implementation, padded, threads, monkeypatch
+):
+    import transformers
+
+    calls = []
+    original = distilbert_module.CompactDistilBertSelfAttention._attention_in_head_blocks
+    monkeypatch.setattr(distilbert_module.CompactDistilBertSelfAttention, "_attention_in_head_blocks",
+                        lambda *args, **kwargs: calls.append(args[3]) or original(*args, **kwargs))
+    model = _distilbert(attn_implementation)
+    upstream = transformers.DistilBertModel(transformers.DistilBertConfig(**model.config.to_diff_dict())).eval()
+    upstream.load_state_dict(model.state_dict())
+    input_ids, mask = _padded_batch(seed=6)
+    if not padded:
+        mask = torch.ones_like(mask)
+    expected = _reference(model, input_ids, mask)
+    assert calls == []  # the autograd path never takes the blocks
+    got = _inference(model, input_ids, mask)
+    assert calls == ([6, 6] if threads == 2 else [])  # 39 tokens, 6 heads of one block each, once per layer
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
+    with torch.inference_mode():
+        theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
+
+
+def test_distilbert_column_blocks_keep_the_attention_probabilities_layout(threads):
+    _assert_inference_attentions_equal_the_reference(_distilbert("eager"), seed=7)
+
+
+def test_distilbert_many_tokens_take_the_plain_matrix_multiplies(monkeypatch):
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = _distilbert()
+        blocked = []
+        monkeypatch.setattr(distilbert_module, "_column_block_products",
+                            lambda *args: blocked.append(args[-1]) or pytest.fail("column blocks on many tokens"))
+        generator = torch.Generator().manual_seed(8)
+        input_ids = torch.randint(1, 99, (3, 64), generator=generator)  # 192 tokens
+        mask = torch.ones_like(input_ids)
+        torch.testing.assert_close(_inference(model, input_ids, mask), _reference(model, input_ids, mask),
+                                   **TOLERANCE)
+        assert blocked == []
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+@pytest.mark.parametrize("groups", [(1, 1, 1, 1, 1, 1), (3, 3, 3, 1, 3, 3)], ids=["one-group", "grouped"])
+def test_squeezebert_column_blocks_give_the_reference_and_transformers_numbers(groups, threads, monkeypatch):
+    import transformers
+
+    parts = []
+    original = CompactSqueezeBertGroupedConv.split
+    monkeypatch.setattr(CompactSqueezeBertGroupedConv, "split",
+                        lambda self, inputs, count: parts.append((self.groups, count)) or original(self, inputs, count))
+    model = _squeezebert(groups)
+    upstream = transformers.SqueezeBertModel(transformers.SqueezeBertConfig(**model.config.to_diff_dict())).eval()
+    upstream.load_state_dict(model.state_dict())
+    input_ids, mask = _padded_batch(seed=9)
+    expected = _reference(model, input_ids, mask)
+    got = _inference(model, input_ids, mask)
+    one_group_blocks = {count for group_count, count in parts if group_count == 1}
+    # 39 tokens on two threads: every one-group projection in 4 column blocks (6 heads: q/k/v in 6)
+    if threads == 2:
+        assert one_group_blocks == ({4, 6} if groups[0] == 1 else {4})
+    else:
+        assert one_group_blocks <= {1}
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
+    with torch.inference_mode():
+        theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
