@@ -2,10 +2,12 @@
 
 Runs the 1,276 Rotten Tomatoes test snippets (`hf_compact.rotten_tomatoes`) through, for each model:
 
-- `pipeline`: `pipeline("sentiment-analysis", model=..., tokenizer=...)` with its defaults (one text at a time);
+- `pipeline`: transformers' `TextClassificationPipeline` (`pipeline("sentiment-analysis", model=..., tokenizer=...)`
+  without hf_compact) with its defaults (one text at a time);
 - `pipeline_batch32`: the same pipeline called with `batch_size=32` (batches in input order, padded to their longest);
 - `classify`: `hf_compact.inference.classify` (one tokenization call, length-sorted batches of 32);
-- `length_sorted_pipeline`: the pipeline with `pipeline_class=LengthSortedTextClassificationPipeline`;
+- `length_sorted_pipeline`: the pipeline with `pipeline_class=LengthSortedTextClassificationPipeline`, which is what
+  `pipeline("sentiment-analysis")` builds for a compact model once hf_compact is imported;
 - `onnx_fp32` / `onnx_int8`: `hf_compact.onnx_export.OnnxClassifier` on the exported model and on its dynamic int8
   quantisation.
 
@@ -120,12 +122,15 @@ def load_teacher(args):
 
 def build_methods(model, tokenizer, onnx_paths, args) -> dict:
     """name -> function(texts) -> pipeline-style results."""
-    from transformers import pipeline
+    from transformers import TextClassificationPipeline, pipeline
 
     from hf_compact.inference import LengthSortedTextClassificationPipeline, classify
     from hf_compact.onnx_export import OnnxClassifier
 
-    stock = pipeline("sentiment-analysis", model=model, tokenizer=tokenizer)
+    # transformers' own pipeline, named: on compact models `pipeline("sentiment-analysis")` is the length-sorted one.
+    stock = pipeline(
+        "sentiment-analysis", model=model, tokenizer=tokenizer, pipeline_class=TextClassificationPipeline
+    )
     sorted_pipe = pipeline(
         "sentiment-analysis", model=model, tokenizer=tokenizer, pipeline_class=LengthSortedTextClassificationPipeline
     )
@@ -133,7 +138,7 @@ def build_methods(model, tokenizer, onnx_paths, args) -> dict:
     int8 = OnnxClassifier(onnx_paths["int8"], tokenizer, num_threads=args.threads)
     batch_size = args.batch_size
     return {
-        "pipeline": lambda texts: stock(texts),
+        "pipeline": stock,
         "pipeline_batch32": lambda texts: stock(texts, batch_size=batch_size),
         "classify": lambda texts: classify(model, tokenizer, texts, batch_size=batch_size),
         "length_sorted_pipeline": lambda texts: sorted_pipe(texts, batch_size=batch_size),
@@ -226,6 +231,7 @@ def main(argv=None) -> dict:
                 "layers": model.config.num_hidden_layers,
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "onnx": onnx_info,
+                "pipeline_class": type(methods[name]["pipeline"]).__name__,
             }
             for run in methods[name].values():  # warm-up: first-call allocations, lazy initialisation
                 run(texts[:8])

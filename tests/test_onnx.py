@@ -169,6 +169,7 @@ def test_inference_benchmark_quick_run_writes_json(tmp_path):
     assert report["settings"]["quick"] is True
     assert set(report["models"]) == {"teacher", "compact_distilbert", "compact_squeezebert"}
     for entry in report["models"].values():
+        assert entry["pipeline_class"] == "TextClassificationPipeline"  # the baseline is transformers' own pipeline
         methods = entry["methods"]
         assert set(methods) == {
             "pipeline", "pipeline_batch32", "classify", "length_sorted_pipeline", "onnx_fp32", "onnx_int8"
