@@ -143,12 +143,12 @@ def _column_blocks(tokens: int, units: int) -> int:
     """Into how many column blocks inference splits a projection of `tokens` tokens (1: a plain matrix multiply).
 
     BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads:
-    32 to 128 tokens through a 768 -> 3072 projection 1.3-1.5x faster, 768 -> 768 1.2-1.3x; the 6-layer base-size
-    model's forward pass 1.24x at 32 tokens, 1.27x at 64, 1.15x at 128, no gain at 192 or 256. Each output is the same
-    dot product over all the inputs as before, so the numbers do not change. Blocks hold whole `units` (output
-    features, or heads for q/k/v); there are twice as many as threads where `units` allows. One thread (no gain
-    measured), or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply.
+    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads
+    (`benchmarks/column_blocks.py`): the 6-layer base-size model's forward pass 1.22x faster at 32 tokens, 1.20x at 64,
+    1.10x at 128, no gain at 192 or 256. Each output is still one dot product over all the inputs, equal to the plain
+    path to float rounding. Blocks hold whole `units` (output features, or heads for q/k/v); there are twice as many
+    as threads where `units` allows. One thread, or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain
+    matrix multiply.
     """
     threads = torch.get_num_threads()
     if threads < 2 or tokens > COLUMN_BLOCK_MAX_TOKENS:

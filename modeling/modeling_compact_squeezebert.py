@@ -143,14 +143,14 @@ def _column_blocks(tokens: int, units: int) -> int:
     multiply).
 
     BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads:
-    32 to 128 tokens through a 768 -> 768 projection 1.2-1.3x faster, 768 -> 3072 1.3-1.5x; a 6-layer base-size model
-    with one group everywhere (a converted BERT) 1.17x at 32 tokens, 1.04x at 128; with SqueezeBERT's groups, where
-    only the post-attention projection has one group, 1.0-1.03x. No gain at 192 or 256 tokens. Each output is the same
-    dot product over all the inputs as before, so the numbers do not change. Blocks hold whole `units` (output
-    channels, or heads for q/k/v); there are twice as many as threads where `units` allows. One thread (no gain
-    measured), or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply. Projections with
-    several groups are batched matrix multiplies over their groups already.
+    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads
+    (`benchmarks/column_blocks.py`): a 6-layer base-size model with one group everywhere (a converted BERT) 1.23x
+    faster at 32 and 64 tokens, 1.21x at 128; the 12-layer model with SqueezeBERT's groups, where only the
+    post-attention projection has one group, 1.01-1.03x; no gain at 192 or 256 tokens. Each output is still one dot
+    product over all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output
+    channels, or heads for q/k/v); there are twice as many as threads where `units` allows. One thread, or more
+    tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply. Projections with several groups are
+    batched matrix multiplies over their groups already.
     """
     threads = torch.get_num_threads()
     if threads < 2 or tokens > COLUMN_BLOCK_MAX_TOKENS:

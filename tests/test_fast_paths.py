@@ -440,3 +440,23 @@ def test_squeezebert_column_blocks_give_the_reference_and_transformers_numbers(g
     with torch.inference_mode():
         theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
+
+
+def test_column_blocks_benchmark_quick_run_measures_both_settings(tmp_path):
+    output = tmp_path / "column_blocks.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "column_blocks.py"), "--quick", "--threads", "2",
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(output.read_text())
+    assert result["threads"] == 2 and {"torch", "transformers", "hardware"} <= set(result)
+    rows = {(row["model"], row["tokens"]): row for row in result["rows"]}
+    assert set(rows) == {(model, tokens) for model in
+                         ("compact_distilbert", "compact_squeezebert", "compact_squeezebert_one_group")
+                         for tokens in (8, 16)}
+    for row in rows.values():
+        assert row["on_ms"] > 0 and row["off_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["off_ms"] / row["on_ms"])
+        assert row["max_abs_difference"] <= 1e-5  # the blocks compute the same numbers
