@@ -23,6 +23,7 @@ library workspaces and allocator slack.
     python benchmarks/speed.py --batch-sizes 8 --repeats 20 --threads 4
     python benchmarks/speed.py --device cuda         # fp32 and bf16, writes speed_cuda.json
     python benchmarks/speed.py --quick               # tiny sizes: a smoke run in seconds
+    python benchmarks/speed.py --profile compact_squeezebert --batch-sizes 1   # where the time goes
 """
 
 from __future__ import annotations
@@ -312,6 +313,57 @@ def cuda_memory(models: dict, args, sizes: dict, dtype: torch.dtype) -> dict[str
     return results
 
 
+# The operators that run the matrix products on CPU (SqueezeBertModel's 1x1 convolutions are matrix products too),
+# and the fused attention kernels.
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution")
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")
+
+
+def profile_model(args, sizes: dict) -> None:
+    """Where one model's forward pass spends its time: torch.profiler's operator table per batch size, and the rate
+    of its matrix products (and fused attention, where it runs) from the analytic FLOPs, against the matmul peak.
+
+    With a fused attention kernel the matrix products are the projections; otherwise (eager attention) they also
+    hold the two attention products, and are counted with them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_models(sizes, names=(args.profile,))[args.profile]
+    config = flops_configs(sizes)[args.profile]
+    size = MATMUL_SIZE["quick" if args.quick else "cpu"]
+    peak_call = matmul_call(size, "cpu", torch.float32)
+    for batch in args.batch_sizes:
+        inputs = make_inputs(batch, args.seq_len, sizes["vocab"], "cpu")
+        peak = 2 * size**3 / statistics.median(time_round_robin({"mm": peak_call}, 5, 1, Timer("cpu"))["mm"]) / 1e9
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                model(**inputs)
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                for _ in range(args.repeats):
+                    model(**inputs)
+        events = profiler.key_averages()
+        print(f"\n{args.profile}, batch {batch} x {args.seq_len}, {args.repeats} passes, {args.threads} threads")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+
+        def milliseconds(names) -> float:
+            return sum(event.self_cpu_time_total for event in events if event.key in names) / 1e3 / args.repeats
+
+        total_ms = sum(event.self_cpu_time_total for event in events) / 1e3 / args.repeats
+        matmul_ms, attention_ms = milliseconds(MATMUL_OPS), milliseconds(ATTENTION_OPS)
+        total_gflop = encoder_flops(config, batch, args.seq_len) / 1e9
+        attention_gflop = 4 * batch * args.seq_len**2 * config.hidden_size * config.num_hidden_layers / 1e9
+        lines = []
+        if attention_ms:
+            lines.append(("matrix products (projections)", matmul_ms, total_gflop - attention_gflop))
+            lines.append(("fused attention", attention_ms, attention_gflop))
+        else:
+            lines.append(("matrix products (projections and attention)", matmul_ms, total_gflop))
+        print(f"per pass under the profiler: {total_ms:.1f} ms; matmul peak {peak:.1f} GFLOP/s")
+        for label, ms, gflop in lines:
+            print(f"  {label}: {ms:.1f} ms, {gflop:.2f} GFLOP, {gflop / ms * 1e3:.1f} GFLOP/s = "
+                  f"{gflop / ms * 1e3 / peak:.0%} of the peak")
+        print(f"  everything else: {total_ms - sum(ms for _, ms, _ in lines):.1f} ms")
+
+
 def print_table(result: dict):
     print(f"\n{result['device_name']} | {result['dtype']} | threads {result['threads']} | "
           f"torch {result['torch']} | transformers {result['transformers']} | "
@@ -343,6 +395,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory subprocesses")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, 2 rounds, no memory probes: a smoke run that takes seconds")
+    parser.add_argument("--profile", choices=MODELS,
+                        help="CPU: print where this model's forward pass spends its time (torch.profiler) and exit")
     parser.add_argument("--memory-probe", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch_sizes is None:
@@ -375,6 +429,12 @@ def main(argv=None):
         raise SystemExit(f"--seq-len {args.seq_len} exceeds the models' {sizes['positions']} positions")
     output = args.output or HERE / "results" / f"speed_{args.device}.json"
 
+    if args.profile:
+        if args.device != "cpu":
+            raise SystemExit("--profile times CPU operators; use --device cpu")
+        torch.set_num_threads(args.threads)
+        profile_model(args, sizes)
+        return
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
         memory = {} if args.no_memory else measure_memory(args, MODELS)

@@ -460,3 +460,16 @@ def test_column_blocks_benchmark_quick_run_measures_both_settings(tmp_path):
         assert row["on_ms"] > 0 and row["off_ms"] > 0
         assert row["speedup"] == pytest.approx(row["off_ms"] / row["on_ms"])
         assert row["max_abs_difference"] <= 1e-5  # the blocks compute the same numbers
+
+
+def test_speed_benchmark_profile_reports_where_the_time_goes(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--device", "cpu", "--threads", "1",
+         "--profile", "compact_squeezebert", "--batch-sizes", "1", "--repeats", "1",
+         "--output", str(tmp_path / "speed.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "compact_squeezebert, batch 1 x 16" in completed.stdout
+    assert "matrix products (projections):" in completed.stdout and "fused attention:" in completed.stdout
+    assert not (tmp_path / "speed.json").exists()  # a profile writes no JSON
