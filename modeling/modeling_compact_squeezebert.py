@@ -446,10 +446,6 @@ def _grouped_feed_forward(
     inputs = hidden_states.reshape(-1, channels)
     up, down = intermediate.conv1d, output.conv1d
     groups = up.groups
-    in_per_group = channels // groups
-    mid_per_group = up.out_channels // groups
-    up_weight = up.weight.view(groups, mid_per_group, in_per_group).transpose(1, 2)
-    down_weight = down.weight.view(groups, in_per_group, mid_per_group).transpose(1, 2)
     result = inputs + down.bias if down.bias is not None else inputs.clone()
     rows = inputs.shape[0]
     blocks = _column_blocks(rows, up.out_channels) if groups == 1 and rows <= rows_per_step else 1
@@ -463,7 +459,11 @@ def _grouped_feed_forward(
         blocks = _column_blocks(rows, channels)
         result.view(rows, blocks, -1).add_(torch.bmm(*down.split(middle, blocks)).transpose(0, 1))
         return output.layernorm(result.view_as(hidden_states))
-    for start in range(0, inputs.shape[0], rows_per_step):
+    in_per_group = channels // groups
+    mid_per_group = up.out_channels // groups
+    up_weight = up.weight.view(groups, mid_per_group, in_per_group).transpose(1, 2)
+    down_weight = down.weight.view(groups, in_per_group, mid_per_group).transpose(1, 2)
+    for start in range(0, rows, rows_per_step):
         grouped = inputs[start : start + rows_per_step].view(-1, groups, in_per_group).transpose(0, 1)
         if up.bias is None:
             middle = torch.bmm(grouped, up_weight)

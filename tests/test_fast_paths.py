@@ -350,6 +350,16 @@ def threads(request):
     torch.set_num_threads(before)
 
 
+def _assert_equals_reference_and_upstream(got, expected, upstream, input_ids, mask):
+    """`got` (the inference path) equals the reference path's `expected` and the transformers model's output on every
+    real token."""
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
+    with torch.inference_mode():
+        theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
+
+
 @pytest.mark.parametrize("module", [distilbert_module, squeezebert_module], ids=["distilbert", "squeezebert"])
 def test_column_blocks_hold_whole_units_and_need_threads_and_few_tokens(module, monkeypatch):
     for threads, tokens, units, expected in [
@@ -386,33 +396,32 @@ def test_distilbert_column_blocks_give_the_reference_and_transformers_numbers(
     assert calls == []  # the autograd path never takes the blocks
     got = _inference(model, input_ids, mask)
     assert calls == ([6, 6] if threads == 2 else [])  # 39 tokens, 6 heads of one block each, once per layer
-    real = mask.bool()
-    torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
-    with torch.inference_mode():
-        theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
+    _assert_equals_reference_and_upstream(got, expected, upstream, input_ids, mask)
 
 
 def test_distilbert_column_blocks_keep_the_attention_probabilities_layout(threads):
     _assert_inference_attentions_equal_the_reference(_distilbert("eager"), seed=7)
 
 
-def test_distilbert_many_tokens_take_the_plain_matrix_multiplies(monkeypatch):
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        model = _distilbert()
-        blocked = []
-        monkeypatch.setattr(distilbert_module, "_column_block_products",
-                            lambda *args: blocked.append(args[-1]) or pytest.fail("column blocks on many tokens"))
-        generator = torch.Generator().manual_seed(8)
-        input_ids = torch.randint(1, 99, (3, 64), generator=generator)  # 192 tokens
-        mask = torch.ones_like(input_ids)
-        torch.testing.assert_close(_inference(model, input_ids, mask), _reference(model, input_ids, mask),
-                                   **TOLERANCE)
-        assert blocked == []
-    finally:
-        torch.set_num_threads(torch_threads)
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_distilbert_many_tokens_take_the_plain_matrix_multiplies(threads, monkeypatch):
+    model = _distilbert()
+    blocked = []
+    monkeypatch.setattr(distilbert_module, "_column_block_products",
+                        lambda *args: blocked.append(args[-1]) or pytest.fail("column blocks on many tokens"))
+    generator = torch.Generator().manual_seed(8)
+    input_ids = torch.randint(1, 99, (3, 64), generator=generator)  # 192 tokens
+    mask = torch.ones_like(input_ids)
+    torch.testing.assert_close(_inference(model, input_ids, mask), _reference(model, input_ids, mask), **TOLERANCE)
+    assert blocked == []
+
+
+def test_grouped_projection_splits_only_into_its_groups():
+    layer = CompactSqueezeBertGroupedConv(24, 36, 1, groups=3)
+    inputs, weight = layer.split(torch.randn(5, 24), 3)
+    assert inputs.shape == (3, 5, 8) and weight.shape == (3, 8, 12)
+    with pytest.raises(ValueError, match="3 groups splits into its groups, not 4 parts"):
+        layer.split(torch.randn(5, 24), 4)
 
 
 @pytest.mark.parametrize("groups", [(1, 1, 1, 1, 1, 1), (3, 3, 3, 1, 3, 3)], ids=["one-group", "grouped"])
@@ -435,11 +444,7 @@ def test_squeezebert_column_blocks_give_the_reference_and_transformers_numbers(g
         assert one_group_blocks == ({4, 6} if groups[0] == 1 else {4})
     else:
         assert one_group_blocks <= {1}
-    real = mask.bool()
-    torch.testing.assert_close(got[real], expected[real], **TOLERANCE)
-    with torch.inference_mode():
-        theirs = upstream(input_ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(got[real], theirs[real], **TOLERANCE)
+    _assert_equals_reference_and_upstream(got, expected, upstream, input_ids, mask)
 
 
 def test_column_blocks_benchmark_quick_run_measures_both_settings(tmp_path):
