@@ -198,7 +198,9 @@ def label_names(data: datasets.DatasetDict | datasets.Dataset, label_column: str
     feature = dataset.features.get(label_column) or dataset.features.get("labels")
     feature = getattr(feature, "feature", feature)  # the tags of a token-classification column
     if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
+        names = list(feature.names)
+        # integer ids (a ClassLabel made for stratified splits has their digits as names) carry no names
+        return None if names == [str(i) for i in range(len(names))] else names
     return None
 
 

@@ -121,14 +121,21 @@ def teacher_logits_column(
     # the lock computes and writes it, the others wait and read it.
     with FileLock(os.path.join(cache_dir, ".locks", key + ".lock")):
         if os.path.isdir(path):
-            logger.info("Teacher logits found in %s", path)
-            cached = datasets.load_from_disk(path)
-            if len(cached) == len(dataset):
-                return _expand(cached, top_k)
-            logger.warning("Teacher cache %s has %d rows for %d examples; recomputing.", path, len(cached), len(dataset))
+            try:
+                rows = _read_entry(path, top_k, len(dataset))
+                logger.info("Teacher logits found in %s", path)
+                return rows
+            except DamagedEntry as error:
+                logger.warning("Teacher cache entry %s is damaged (%s); computing it again.", path, error)
         logits = compute_teacher_logits(
             teacher, dataset, collator, batch_size, show_progress=show_progress, autocast_dtype=autocast_dtype
         )
+        bad = sum(not np.isfinite(row).all() for row in logits)
+        if bad:
+            raise ValueError(
+                f"The teacher gives non-finite logits (NaN or inf) for {bad} of {len(logits)} examples: its weights "
+                "are damaged or it overflows in this precision (try it in float32). Nothing was cached."
+            )
         if top_k is not None:
             order = [np.argsort(-row, axis=-1)[..., :top_k] for row in logits]
             table = {
@@ -146,7 +153,25 @@ def teacher_logits_column(
             os.replace(staging, path)  # readers see a complete cache or none
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return _expand(datasets.load_from_disk(path), top_k)
+        return _read_entry(path, top_k, len(dataset))
+
+
+class DamagedEntry(Exception):
+    """A cache entry that cannot be read whole, has the wrong number of rows, or holds non-finite logits."""
+
+
+def _read_entry(path: str, top_k: int | None, num_examples: int) -> list:
+    try:
+        cached = datasets.load_from_disk(path)
+        rows = _expand(cached, top_k)  # reads every row: a truncated file fails here, not in the training loop
+    except Exception as error:
+        raise DamagedEntry(f"{type(error).__name__}: {error}") from error
+    if len(rows) != num_examples:
+        raise DamagedEntry(f"{len(rows)} rows for {num_examples} examples")
+    bad = sum(not np.isfinite(row).all() for row in rows)
+    if bad:
+        raise DamagedEntry(f"non-finite logits in {bad} rows")
+    return rows
 
 
 def _expand(cached: datasets.Dataset, top_k: int | None) -> list:

@@ -26,6 +26,7 @@ losses need the teacher at every step.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import time
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
@@ -54,6 +55,7 @@ from transformers import (
 import hf_compact
 from hf_compact.io import write_json_atomic
 from hf_compact.benchmarking import hardware_name
+from hf_compact.checkpointing import list_checkpoints, load_latest, save_checkpoint
 from hf_compact.data import (
     EpochLengthGroupedSampler,
     label_names,
@@ -64,6 +66,7 @@ from hf_compact.data import (
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
 from hf_compact.model_card import comparison_from_results, write_model_card
+from hf_compact.output_dir import check_free_space, create_work_dir, finish_output_dir, plan_output_dir
 from hf_compact.teacher_cache import teacher_logits_column
 
 
@@ -184,25 +187,13 @@ def parse_args(argv=None):
             parser.error(str(error))
     if args.student_dropout is not None and not 0 <= args.student_dropout < 1:
         parser.error(f"--student_dropout must be in [0, 1), got {args.student_dropout}.")
-    for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length"):
-        if getattr(args, name) <= 0:
+    for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length", "keep_checkpoints",
+                 "student_layers", "max_steps"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}.")
+    if args.checkpointing_steps < 0:
+        parser.error(f"--checkpointing_steps must be 0 (no checkpoints) or positive, got {args.checkpointing_steps}.")
     return args
-
-
-def prepare_output_dir(args, accelerator):
-    """Refuse to write over earlier results unless asked; resuming reuses the folder."""
-    existing = os.path.isdir(args.output_dir) and os.listdir(args.output_dir)
-    if existing and not (args.overwrite_output_dir or args.resume):
-        raise SystemExit(
-            f"Output folder {args.output_dir} exists and is not empty. Pass --resume to continue its run, "
-            "--overwrite_output_dir to replace it, or choose another --output_dir."
-        )
-    if accelerator.is_main_process:
-        if existing and args.overwrite_output_dir and not args.resume:
-            shutil.rmtree(args.output_dir)
-        os.makedirs(args.output_dir, exist_ok=True)
-    accelerator.wait_for_everyone()
 
 
 def load_data(args):
@@ -350,10 +341,18 @@ def preflight(args, teacher, student, tokenizer, data):
             f"{teacher.config.vocab_size}: both must read the teacher's tokenizer. Remove vocab_size from the "
             "student config."
         )
-    if len(tokenizer) > teacher.config.vocab_size:
+    # Embedding tables may be padded past the vocabulary by a few rows, never by a tenth of it.
+    if not 0.9 * teacher.config.vocab_size <= len(tokenizer) <= teacher.config.vocab_size:
         raise SystemExit(
-            f"The tokenizer has {len(tokenizer)} tokens but the teacher's embeddings only "
-            f"{teacher.config.vocab_size}: this tokenizer does not belong to this teacher."
+            f"The tokenizer has {len(tokenizer)} tokens but the teacher's embeddings "
+            f"{teacher.config.vocab_size}: this tokenizer does not belong to this teacher. Save the tokenizer the "
+            "teacher was trained with into its folder."
+        )
+    positions = min(teacher.config.max_position_embeddings, student.config.max_position_embeddings)
+    if args.max_length > positions:
+        raise SystemExit(
+            f"--max_length {args.max_length} is longer than the position table of the teacher or student "
+            f"({positions} positions): use --max_length {positions} or less."
         )
     if args.task != "mlm":
         names = label_names(data, args.label_column)
@@ -441,27 +440,44 @@ def measure_latency(teacher, student, dataloader, num_batches):
     }
 
 
-def save_checkpoint(accelerator, args, completed_batches):
-    """accelerator.save_state into a temporary folder, renamed into place: a crash never leaves half a checkpoint."""
-    root = os.path.join(args.output_dir, "checkpoints")
-    final = os.path.join(root, f"step_{completed_batches}")
-    staging = final + ".tmp"
-    accelerator.save_state(staging)
-    if accelerator.is_main_process:
-        with open(os.path.join(staging, "progress.json"), "w") as handle:
-            json.dump({"completed_batches": completed_batches}, handle)
-        os.replace(staging, final)
-        kept = sorted(checkpoints(args.output_dir), key=lambda p: int(p.rsplit("_", 1)[1]))
-        for old in kept[: -args.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def train_on_cpu(args) -> bool:
+    """The CPU when asked or when there is no GPU. Accelerate needs to be told: processes started by `accelerate
+    launch` or `torchrun` on a machine without a GPU then form one gloo group instead of each running alone."""
+    if args.cpu:
+        return True
+    if hasattr(torch, "accelerator"):
+        return not torch.accelerator.is_available()
+    return not torch.cuda.is_available()
 
 
-def checkpoints(output_dir):
-    root = os.path.join(output_dir, "checkpoints")
-    if not os.path.isdir(root):
-        return []
-    return [os.path.join(root, d) for d in os.listdir(root) if d.startswith("step_") and not d.endswith(".tmp")]
+def output_bytes(args, student) -> int:
+    """Disk space the run's outputs need: the saved student, plus the kept checkpoints (weights and AdamW state)."""
+    weights = sum(p.numel() * p.element_size() for p in student.parameters())
+    return weights * (1 + (3 * args.keep_checkpoints if args.checkpointing_steps else 0))
+
+
+def weight_checksum(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def distributed_summary(args, accelerator, student) -> dict:
+    """How the run was spread: processes, batch sizes, threads, and a checksum of each process's weights (all equal
+    when data-parallel processes stayed in step; sharded set-ups hold different parts and record none)."""
+    replicated = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                                   DistributedType.MULTI_GPU)
+    checksums = gather_object([weight_checksum(accelerator.unwrap_model(student))]) if replicated else None
+    return {
+        "num_processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "per_device_batch_size": args.batch_size,
+        "global_batch_size": args.batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+        "threads_per_process": torch.get_num_threads(),
+        "rank_weight_checksums": checksums,
+    }
 
 
 def save_model_atomic(accelerator, model, tokenizer, output_dir):
@@ -482,15 +498,18 @@ def save_model_atomic(accelerator, model, tokenizer, output_dir):
 
 
 def training_function(args):
+    # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
+    work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume)
     trackers = None if args.report_to == "none" else args.report_to
     accelerator = Accelerator(
-        cpu=args.cpu,
+        cpu=train_on_cpu(args),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=trackers,
-        project_dir=args.output_dir,
+        project_config=ProjectConfiguration(project_dir=work_dir, logging_dir=os.path.join(work_dir, "runs")),
     )
-    prepare_output_dir(args, accelerator)
+    accelerator.print(f"{accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+                      f"{torch.get_num_threads()} thread(s) each")
     set_seed(args.seed)
 
     teacher = load_teacher(args)
@@ -526,6 +545,11 @@ def training_function(args):
                 data, tokenizer, text_column=args.text_column, text_pair_column=args.text_pair_column,
                 label_column=args.label_column, max_length=args.max_length,
             )
+    check_free_space(work_dir, output_bytes(args, student))
+    if accelerator.is_main_process:
+        create_work_dir(work_dir)
+    accelerator.wait_for_everyone()
+
     if args.task == "mlm":
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     elif args.task == "token-classification":
@@ -554,7 +578,8 @@ def training_function(args):
     if args.init == "teacher" and args.grouped_init == "fit" and not args.resume:
         fit_grouped_student(args, teacher, student, layer_map, train_set, collator)
     lengths = tokenized["train"]["length"]
-    sampler = EpochLengthGroupedSampler(lengths, args.batch_size, seed=args.seed)
+    # Grouped by the global batch, so that N processes see in each step the examples one process would.
+    sampler = EpochLengthGroupedSampler(lengths, args.batch_size * accelerator.num_processes, seed=args.seed)
     # Its own generator: creating an iterator then draws nothing from the global RNG, so a resumed run's dropout
     # masks follow the uninterrupted run's exactly.
     train_dataloader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
@@ -577,7 +602,9 @@ def training_function(args):
     batches_per_epoch = len(train_dataloader)
     updates_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps / accelerator.num_processes)
     total_updates = args.max_steps or args.epochs * updates_per_epoch
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_updates), total_updates)
+    # Once prepared, the scheduler advances once per process at every optimizer step.
+    scheduler_steps = total_updates * accelerator.num_processes
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * scheduler_steps), scheduler_steps)
 
     student, optimizer, train_dataloader, scheduler = accelerator.prepare(
         student, optimizer, train_dataloader, scheduler
@@ -587,8 +614,8 @@ def training_function(args):
     else:
         distiller = distiller.to(accelerator.device)
     eval_dataloaders = {s: accelerator.prepare(d) for s, d in eval_dataloaders.items()}
-    teacher = accelerator.prepare_model(teacher, evaluation_mode=True)
-    teacher.eval()
+    # Not prepared: the frozen teacher needs no gradient sync and stays out of the checkpoints.
+    teacher = teacher.to(accelerator.device).eval()
 
     run_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
     if trackers:
@@ -627,14 +654,9 @@ def training_function(args):
         teacher_metrics["validation"] = evaluate_mlm(teacher, eval_dataloaders["validation"], accelerator)
 
     completed_batches = 0
+    checkpoint_root = os.path.join(work_dir, "checkpoints")
     if args.resume:
-        found = checkpoints(args.output_dir)
-        if not found:
-            raise SystemExit(f"--resume: no checkpoint in {args.output_dir}/checkpoints to resume from.")
-        latest = max(found, key=lambda p: int(p.rsplit("_", 1)[1]))
-        accelerator.load_state(latest)
-        with open(os.path.join(latest, "progress.json")) as handle:
-            completed_batches = json.load(handle)["completed_batches"]
+        latest, completed_batches = load_latest(accelerator, checkpoint_root)
         accelerator.print(f"resumed from {latest} ({completed_batches} batches done)")
 
     local_batches = len(train_dataloader)
@@ -660,7 +682,7 @@ def training_function(args):
                 cached_logits = batch.pop("teacher_logits", None)
                 teacher_outputs = None
                 if cached_logits is None:
-                    with torch.no_grad():
+                    with torch.no_grad(), accelerator.autocast():
                         teacher_inputs = {k: v for k, v in batch.items() if k != "labels"}
                         teacher_outputs = teacher(
                             **teacher_inputs,
@@ -676,10 +698,10 @@ def training_function(args):
                 mask = batch["attention_mask"] if student_outputs.logits.dim() == 3 else None
                 loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, mask)
                 if not is_finite(loss):
-                    kept = checkpoints(args.output_dir)
+                    kept = list_checkpoints(checkpoint_root)
                     raise SystemExit(
                         f"The loss became {float(loss)} at batch {completed_batches} (parts: {parts}). Training "
-                        f"stopped; the last good checkpoint is kept in {max(kept) if kept else 'none (none saved)'}. "
+                        f"stopped; the last good checkpoint is kept in {kept[-1] if kept else 'none (none saved)'}. "
                         "Lower --learning_rate or --temperature, or use --mixed_precision no."
                     )
                 accelerator.backward(loss)
@@ -697,7 +719,7 @@ def training_function(args):
                 accelerator.log({"train/loss": loss_value, **{f"train/{k}": v for k, v in parts.items()},
                                  "train/lr": scheduler.get_last_lr()[0]}, step=completed_batches)
             if args.checkpointing_steps and completed_batches % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args, completed_batches)
+                save_checkpoint(accelerator, checkpoint_root, completed_batches, args.keep_checkpoints)
             if args.stop_after_steps and completed_batches >= args.stop_after_steps:
                 accelerator.print(f"stopping abruptly after {completed_batches} batches (--stop_after_steps)")
                 sys.stdout.flush()
@@ -748,13 +770,15 @@ def training_function(args):
             "temperature": args.temperature,
             "loss_weights": objective.weights(),
             "layer_map": layer_map,
-            "init": init_description(args, student),
+            "init": init_description(args, accelerator.unwrap_model(student)),
             "frozen": ["word embeddings"] if args.freeze_word_embeddings else [],
             "mixed_precision": accelerator.mixed_precision,
             "dropout": args.student_dropout,
             "teacher_cache": use_cache,
             "teacher_cache_seconds": cache_seconds if use_cache else None,
             "history": history,
+            "train_seconds": sum(epoch["train_seconds"] for epoch in history),
+            "distributed": distributed_summary(args, accelerator, student),
         },
     }
     if args.task != "mlm":
@@ -778,17 +802,20 @@ def training_function(args):
             f"{results['speed']['student_ms']:.1f} ms ({results['speed']['speedup']:.2f}x)"
         )
 
-    save_model_atomic(accelerator, student, tokenizer, args.output_dir)
+    save_model_atomic(accelerator, student, tokenizer, work_dir)
     if accelerator.is_main_process:
-        weights = os.path.join(args.output_dir, "model.safetensors")
+        weights = os.path.join(work_dir, "model.safetensors")
         results["student"]["file_size_bytes"] = os.path.getsize(weights) if os.path.exists(weights) else None
-        write_json_atomic(os.path.join(args.output_dir, "results.json"), results)
+        write_json_atomic(os.path.join(work_dir, "results.json"), results)
         if not args.no_model_card:
-            write_model_card(args.output_dir, results, comparison=comparison_from_results(results),
+            write_model_card(work_dir, results, comparison=comparison_from_results(results),
                              repo_id=args.hub_model_id)
-        accelerator.print(f"student saved to {args.output_dir}")
     if trackers:
         accelerator.end_training()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish_output_dir(work_dir, args.output_dir)  # the old folder, if any, gives way only now
+        accelerator.print(f"student saved to {args.output_dir}")
     if args.push_to_hub and accelerator.is_main_process:
         from hf_compact.hub import push_folder_to_hub
 

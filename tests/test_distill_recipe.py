@@ -166,7 +166,7 @@ def test_accelerate_config_files_load():
     from accelerate.commands.config.config_args import load_config_from_file
 
     folder = Path(RECIPE).parent / "accelerate_configs"
-    expected = {"cpu": "NO", "cpu_2_processes": "MULTI_CPU", "gpu_fp16": "NO", "multi_gpu_bf16": "MULTI_GPU",
+    expected = {"cpu": "NO", "cpu_2_processes": "MULTI_GPU", "gpu_fp16": "NO", "multi_gpu_bf16": "MULTI_GPU",
                 "deepspeed_zero2": "DEEPSPEED", "fsdp": "FSDP"}
     for name, distributed_type in expected.items():
         config = load_config_from_file(str(folder / f"{name}.yaml"))

@@ -111,3 +111,27 @@ def test_empty_data_is_refused(setup, tmp_path):
     teacher, tokenizer, dataset, collator = setup
     with pytest.raises(ValueError, match="empty dataset"):
         teacher_logits_column(teacher, dataset.select([]), tmp_path, collator)
+
+
+def test_an_entry_holding_nan_is_computed_again(setup, tmp_path, caplog):
+    teacher, tokenizer, dataset, collator = setup
+    good = teacher_logits_column(teacher, dataset, tmp_path, collator, batch_size=2, show_progress=False)
+    (entry,) = entries(tmp_path)
+    poisoned = datasets.Dataset.from_dict({"logits": [np.full_like(row, np.nan) for row in good]})
+    staging = tmp_path / "poisoned"
+    poisoned.save_to_disk(staging)
+    os.replace(tmp_path / entry, tmp_path / "old")
+    os.replace(staging, tmp_path / entry)
+    counting = CountingTeacher(teacher)
+    again = teacher_logits_column(counting, dataset, tmp_path, collator, batch_size=2, show_progress=False)
+    assert counting.calls == 2  # recomputed, not served
+    assert all(np.array_equal(a, b) for a, b in zip(again, good))
+
+
+def test_a_teacher_giving_nan_is_refused_and_nothing_is_cached(setup, tmp_path):
+    teacher, tokenizer, dataset, collator = setup
+    with torch.no_grad():
+        teacher.classifier.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite logits"):
+        teacher_logits_column(teacher, dataset, tmp_path, collator, batch_size=2, show_progress=False)
+    assert entries(tmp_path) == []
