@@ -69,11 +69,12 @@ class CompactWordPieceTokenizer(BertTokenizer):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> BertTokenizer:
         tokenizer = BertTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if not has_vocabulary(tokenizer):
+            folder = str(pretrained_model_name_or_path)
             raise ValueError(
-                f"{pretrained_model_name_or_path} holds no tokenizer vocabulary (no tokenizer.json or vocab.txt): a "
-                f"tokenizer built from it would map every word to [UNK]. Save the teacher's tokenizer into the "
-                f"folder: `AutoTokenizer.from_pretrained(teacher).save_pretrained({str(pretrained_model_name_or_path)!r})`"
-                f" (students from `hf_compact.convert_to_compact(teacher, ...)` save it with `save_pretrained`)."
+                f"{folder} holds no tokenizer vocabulary (no tokenizer.json or vocab.txt): a tokenizer built from it "
+                f"would map every word to [UNK]. Save the teacher's tokenizer into the folder: "
+                f"`AutoTokenizer.from_pretrained(teacher).save_pretrained({folder!r})` (students from "
+                f"`hf_compact.convert_to_compact(teacher, ...)` save it with `save_pretrained`)."
             )
         return tokenizer
 
