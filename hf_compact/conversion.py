@@ -36,8 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
-import types
 from typing import Any
 
 import torch
@@ -176,14 +176,15 @@ def attach_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
     """Keep `tokenizer` as `model.tokenizer` and make this model's `save_pretrained` (and so `push_to_hub`) save
     it into the folder after the weights. Only this instance changes; its class and checkpoint format do not."""
     model.tokenizer = tokenizer
-    model.save_pretrained = types.MethodType(_save_pretrained_with_tokenizer, model)
+    # A partial of a module-level function, not a closure: copies and pickles of the model save themselves.
+    model.save_pretrained = functools.partial(_save_pretrained_with_tokenizer, model)
     return model
 
 
-def _save_pretrained_with_tokenizer(self, save_directory: str | os.PathLike, *args, **kwargs):
-    result = type(self).save_pretrained(self, save_directory, *args, **kwargs)
+def _save_pretrained_with_tokenizer(model: PreTrainedModel, save_directory: str | os.PathLike, *args, **kwargs):
+    result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
     if kwargs.get("is_main_process", True):
-        self.tokenizer.save_pretrained(save_directory)
+        model.tokenizer.save_pretrained(save_directory)
     return result
 
 

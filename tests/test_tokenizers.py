@@ -68,3 +68,22 @@ def test_a_compact_folder_without_a_vocabulary_is_refused(target, tmp_path):
         AutoTokenizer.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no tokenizer vocabulary"):
         pipeline("sentiment-analysis", model=str(tmp_path), device="cpu")
+
+
+def test_copies_and_pickles_of_a_student_save_their_own_weights_and_the_tokenizer(tokenizer_dir, tmp_path):
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(
+        BertConfig(vocab_size=55, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    )
+    student = hf_compact.convert_to_compact(teacher, "compact_distilbert", tokenizer=str(tokenizer_dir))
+    for name, clone in (("copy", copy.deepcopy(student)), ("pickle", pickle.loads(pickle.dumps(student)))):
+        with torch.no_grad():
+            clone.classifier.bias.fill_(3.0)
+        clone.save_pretrained(tmp_path / name)
+        reloaded = hf_compact.CompactDistilBertForSequenceClassification.from_pretrained(tmp_path / name)
+        torch.testing.assert_close(reloaded.classifier.bias, torch.full((2,), 3.0))
+        assert AutoTokenizer.from_pretrained(tmp_path / name)("w1 w2")["input_ids"] == [2, 6, 7, 3]
+    assert not torch.equal(student.classifier.bias, torch.full((2,), 3.0))
