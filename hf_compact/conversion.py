@@ -19,7 +19,7 @@ returns a `compact_distilbert` or `compact_squeezebert` model with the same task
   differs, so such a head is a starting point for training, not an exact copy.
 - The tokenizer travels: the teacher's (from its folder or Hub name, or from the folder an in-memory teacher was
   loaded from), or the one given as `tokenizer=`, is attached to the student as `student.tokenizer`, and
-  `student.save_pretrained(folder)` (so also `push_to_hub`) saves it into the folder beside the weights.
+  `student.save_pretrained(folder)` saves it into the folder beside the weights.
 
 Example:
 
@@ -173,8 +173,8 @@ def convert_to_compact(
 
 
 def attach_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """Keep `tokenizer` as `model.tokenizer` and make this model's `save_pretrained` (and so `push_to_hub`) save
-    it into the folder after the weights. Only this instance changes; its class and checkpoint format do not."""
+    """Keep `tokenizer` as `model.tokenizer` and make this model's `save_pretrained` save it into the folder after
+    the weights. Only this instance changes; its class and checkpoint format do not."""
     model.tokenizer = tokenizer
     # A partial of a module-level function, not a closure: copies and pickles of the model save themselves.
     model.save_pretrained = functools.partial(_save_pretrained_with_tokenizer, model)
