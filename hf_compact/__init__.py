@@ -35,6 +35,7 @@ from .modeling.modeling_compact_squeezebert import (
 )
 from .grouped_init import fit_grouped_projections
 from .registration import register
+from .upstream import save_as_upstream
 
 
 register()
@@ -61,5 +62,6 @@ __all__ = [
     "convert_to_compact",
     "fit_grouped_projections",
     "register",
+    "save_as_upstream",
     "__version__",
 ]

@@ -17,6 +17,9 @@ returns a `compact_distilbert` or `compact_squeezebert` model with the same task
 - Heads: classifiers, token classifiers, QA and MLM heads are copied. The sentence-level pooler (BERT and SqueezeBERT:
   dense + tanh) initialises DistilBERT's `pre_classifier` (dense + ReLU) and the other way round; the activation
   differs, so such a head is a starting point for training, not an exact copy.
+- The tokenizer travels: the teacher's (from its folder or Hub name, or from the folder an in-memory teacher was
+  loaded from), or the one given as `tokenizer=`, is attached to the student as `student.tokenizer`, and
+  `student.save_pretrained(folder)` saves it into the folder beside the weights.
 
 Example:
 
@@ -33,17 +36,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import torch
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .layer_map import default_layer_map
 from .modeling import modeling_compact_distilbert, modeling_compact_squeezebert
 from .modeling.configuration_compact_distilbert import CompactDistilBertConfig
 from .modeling.configuration_compact_squeezebert import CompactSqueezeBertConfig
+from .registration import has_vocabulary
 
 
 logger = logging.get_logger(__name__)
@@ -88,6 +93,7 @@ def convert_to_compact(
     num_hidden_layers: int | None = None,
     layer_strategy: str = "uniform",
     head: str | None = None,
+    tokenizer: PreTrainedTokenizerBase | str | os.PathLike | None = None,
     **config_overrides: Any,
 ) -> PreTrainedModel:
     """Build a compact student initialised from a BERT-family model.
@@ -100,11 +106,15 @@ def convert_to_compact(
         num_hidden_layers: number of student layers; defaults to half the teacher's (at least 1).
         layer_strategy: how layers are chosen when `layers` is not given (see `default_layer_map`).
         head: the task head to build (`"ForSequenceClassification"`, ...); defaults to the source's own head.
+        tokenizer: the tokenizer the student saves with `save_pretrained` (a tokenizer, or a folder / Hub name to
+            load one from); defaults to the teacher's, found where `source` (or an in-memory `source`'s
+            `name_or_path` folder) was loaded from.
         config_overrides: other student config fields (dropouts, `*_groups` of a SqueezeBERT-style student, ...).
             Fields that would change a copied weight's shape (hidden size, intermediate size, vocabulary) raise.
 
     Returns:
-        The student, in evaluation mode, with `config.teacher_layer_map` set.
+        The student, in evaluation mode, with `config.teacher_layer_map` set and, when a tokenizer was found or
+        given, `student.tokenizer`, which `student.save_pretrained` saves beside the weights.
     """
     if target_type not in TARGET_MODEL_TYPES:
         raise ValueError(f"target_type={target_type!r} is not a compact model type; use one of {TARGET_MODEL_TYPES}.")
@@ -151,7 +161,50 @@ def convert_to_compact(
                 tensor.copy_(weights[name].to(tensor.dtype))
     if getattr(config, "tie_word_embeddings", False):
         student.tie_weights()
+    tokenizer = _load_tokenizer(tokenizer) if tokenizer is not None else _teacher_tokenizer(source)
+    if tokenizer is None:
+        logger.warning(
+            "No tokenizer was found with the teacher, so the student carries none. Pass `tokenizer=` to "
+            "convert_to_compact, or save the teacher's tokenizer into the student's folder."
+        )
+    else:
+        attach_tokenizer(student, tokenizer)
     return student.eval()
+
+
+def attach_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Keep `tokenizer` as `model.tokenizer` and make this model's `save_pretrained` save it into the folder after
+    the weights. Only this instance changes; its class and checkpoint format do not."""
+    model.tokenizer = tokenizer
+    # A partial of a module-level function, not a closure: copies and pickles of the model save themselves.
+    model.save_pretrained = functools.partial(_save_pretrained_with_tokenizer, model)
+    return model
+
+
+def _save_pretrained_with_tokenizer(model: PreTrainedModel, save_directory: str | os.PathLike, *args, **kwargs):
+    result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
+    if kwargs.get("is_main_process", True):
+        model.tokenizer.save_pretrained(save_directory)
+    return result
+
+
+def _load_tokenizer(tokenizer: PreTrainedTokenizerBase | str | os.PathLike) -> PreTrainedTokenizerBase:
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return tokenizer
+    return AutoTokenizer.from_pretrained(tokenizer)
+
+
+def _teacher_tokenizer(source: PreTrainedModel | str | os.PathLike) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved where the teacher came from, or None when there is none with a vocabulary."""
+    location = source.name_or_path if isinstance(source, PreTrainedModel) else source
+    if isinstance(source, PreTrainedModel) and not (location and os.path.isdir(location)):
+        return None  # built in memory, or loaded from the Hub: nothing local to look in
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as error:
+        logger.info("No tokenizer loads from %s: %s", location, error)
+        return None
+    return tokenizer if has_vocabulary(tokenizer) else None
 
 
 def _load_source(source: PreTrainedModel | str | os.PathLike, head: str | None) -> PreTrainedModel:

@@ -444,6 +444,10 @@ class CompactDistilBertPreTrainedModel(PreTrainedModel):
     def get_position_embeddings(self) -> nn.Embedding:
         return self.base_model.embeddings.position_embeddings
 
+    def resize_position_embeddings(self, new_num_position_embeddings: int):
+        """Resize the encoder's position table from any head (`CompactDistilBertModel.resize_position_embeddings`)."""
+        self.base_model.resize_position_embeddings(new_num_position_embeddings)
+
 
 class CompactDistilBertModel(CompactDistilBertPreTrainedModel):
     """The bare encoder: embeddings and blocks, returning the last hidden state.

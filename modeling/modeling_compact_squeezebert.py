@@ -623,6 +623,9 @@ class CompactSqueezeBertPreTrainedModel(PreTrainedModel):
 class CompactSqueezeBertModel(CompactSqueezeBertPreTrainedModel):
     """The bare encoder with its pooler: returns the last hidden state and the pooled first token.
 
+    With `add_pooling_layer=False` (the heads that read every token: masked LM, token classification, question
+    answering) the pooler is not built and `pooler_output` is None, so every parameter takes part in training.
+
     `output_attentions=True` returns attention probabilities (after softmax), as other transformers models do;
     transformers' own `SqueezeBertModel` returns the scores before the softmax.
 
@@ -638,11 +641,11 @@ class CompactSqueezeBertModel(CompactSqueezeBertPreTrainedModel):
     ```
     """
 
-    def __init__(self, config: CompactSqueezeBertConfig):
+    def __init__(self, config: CompactSqueezeBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = CompactSqueezeBertEmbeddings(config)
         self.encoder = CompactSqueezeBertEncoder(config)
-        self.pooler = CompactSqueezeBertPooler(config)
+        self.pooler = CompactSqueezeBertPooler(config) if add_pooling_layer else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -669,12 +672,15 @@ class CompactSqueezeBertModel(CompactSqueezeBertPreTrainedModel):
             config=self.config, inputs_embeds=embeddings, attention_mask=attention_mask
         )
         sequence_output = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
-        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=self.pooler(sequence_output))
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
 
 class CompactSqueezeBertForMaskedLM(CompactSqueezeBertPreTrainedModel):
     """The encoder with BERT's masked-language-modelling head."""
 
+    # Upstream SqueezeBERT builds a pooler in every head; this head has none, so a checkpoint's pooler is skipped.
+    _keys_to_ignore_on_load_unexpected = [r"pooler"]
     _tied_weights_keys = {
         "cls.predictions.decoder.bias": "cls.predictions.bias",
         "cls.predictions.decoder.weight": "transformer.embeddings.word_embeddings.weight",
@@ -682,7 +688,7 @@ class CompactSqueezeBertForMaskedLM(CompactSqueezeBertPreTrainedModel):
 
     def __init__(self, config: CompactSqueezeBertConfig):
         super().__init__(config)
-        self.transformer = CompactSqueezeBertModel(config)
+        self.transformer = CompactSqueezeBertModel(config, add_pooling_layer=False)
         self.cls = CompactSqueezeBertOnlyMLMHead(config)
         self.post_init()
 
@@ -829,10 +835,13 @@ class CompactSqueezeBertForMultipleChoice(CompactSqueezeBertPreTrainedModel):
 class CompactSqueezeBertForTokenClassification(CompactSqueezeBertPreTrainedModel):
     """The encoder with a per-token linear classifier (named-entity recognition, tagging)."""
 
+    # Upstream SqueezeBERT builds a pooler in every head; this head has none, so a checkpoint's pooler is skipped.
+    _keys_to_ignore_on_load_unexpected = [r"pooler"]
+
     def __init__(self, config: CompactSqueezeBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.transformer = CompactSqueezeBertModel(config)
+        self.transformer = CompactSqueezeBertModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -869,10 +878,13 @@ class CompactSqueezeBertForTokenClassification(CompactSqueezeBertPreTrainedModel
 class CompactSqueezeBertForQuestionAnswering(CompactSqueezeBertPreTrainedModel):
     """The encoder with a span head: start and end logits for extractive question answering."""
 
+    # Upstream SqueezeBERT builds a pooler in every head; this head has none, so a checkpoint's pooler is skipped.
+    _keys_to_ignore_on_load_unexpected = [r"pooler"]
+
     def __init__(self, config: CompactSqueezeBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.transformer = CompactSqueezeBertModel(config)
+        self.transformer = CompactSqueezeBertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

