@@ -42,12 +42,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector and matrix extensions that decide how fast float32, bf16 and int8 kernels run."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def environment_info() -> dict:
     """What a timing depends on: hardware, threads and library versions."""
     import transformers
 
     return {
         "hardware": hardware_name(),
+        "cpu_flags": cpu_flags(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
