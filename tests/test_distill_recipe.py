@@ -109,7 +109,9 @@ def test_two_processes_under_accelerate_launch(trained_teacher, synthetic_csv, t
                         "--max_steps", "4", "--checkpointing_steps", "2"), launcher=launcher)
     assert (out / "model.safetensors").exists(), result.stdout[-2000:]
     assert (out / "checkpoints" / "step_4").is_dir()
-    assert json.loads((out / "results.json").read_text())["student"]["metrics"]["accuracy"] > 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["distributed"]["num_processes"] == 2  # not one process, silently
+    assert results["student"]["metrics"]["accuracy"] > 0
 
 
 def test_killed_run_resumes_to_the_same_weights(trained_teacher, synthetic_csv, tmp_path):
