@@ -1,7 +1,8 @@
 """Model cards built from measured results: the `results.json` the recipes write is the only source of figures.
 
-`build_model_card` turns a results dict into a `huggingface_hub.ModelCard`: YAML metadata (license, language,
-pipeline tag, tags, datasets, base model and a `model-index` with one `EvalResult` per measured metric) and prose
+`build_model_card` turns a results dict into a `huggingface_hub.ModelCard`: YAML metadata (license and language
+where the user gave them, pipeline tag, tags, datasets, base model and a `model-index` with one `EvalResult` per
+measured metric) and prose
 rendered from `model_cards/template.md`: what the model is, its architecture and size, how it was trained or
 distilled, its results beside the teacher's, usage snippets and limitations. A section whose numbers are absent
 is left out; nothing is invented and no placeholder survives (`build_model_card` checks).
@@ -20,6 +21,7 @@ is left out; nothing is invented and no placeholder survives (`build_model_card`
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -328,7 +330,27 @@ def _details(results: dict, section: dict, arch: SimpleNamespace | None) -> list
         rows.append(("Longest input", f"{arch.max_position_embeddings} tokens"))
     if arch is not None and arch.vocab_size is not None:
         rows.append(("Vocabulary", f"{arch.vocab_size:,} tokens"))
+    license_id, languages = _license(results), _languages(results)
+    rows.append(("License", license_id or "not given when the model was trained (`--license`)"))
+    rows.append(("Language", ", ".join(LANGUAGE_NAMES.get(code, code) for code in languages) if languages
+                 else "not given when the model was trained (`--language`)"))
     return [(_cell(label), _cell(value)) for label, value in rows]
+
+
+def _license(results: Mapping) -> str | None:
+    """The license the user gave (`--license`), or None: a license is never assumed."""
+    value = results.get("license")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _languages(results: Mapping) -> list[str]:
+    """The language codes the user gave (`--language`: one code, a comma-separated string or a list), else []."""
+    value = results.get("language")
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        return []
+    return [code.strip() for code in value if isinstance(code, str) and code.strip()]
 
 
 def is_distilled(results: Mapping) -> bool:
@@ -620,17 +642,17 @@ def _usage(results: dict, repo_id: str) -> dict:
 
 
 def _limitations(results: dict, teacher: dict | None, arch, speed: dict) -> list[str]:
-    language = results.get("language") or "en"
-    language_name = LANGUAGE_NAMES.get(language, language)
+    languages = [LANGUAGE_NAMES.get(code, code) for code in _languages(results)]
     dataset = results["dataset"]
     description = dataset.get("description") or KNOWN_DATASETS.get(dataset["name"])
     seen = f"{_dataset_link(dataset)}" + (f", {description}" if description else "")
-    lines = [
-        f"Language: trained and evaluated on {language_name} text only; other languages are outside what was "
-        "measured.",
-        f"Domain: it saw only {seen}. Its quality on text from other domains was not measured and is likely "
-        "lower.",
-    ]
+    lines = []
+    if languages:
+        named = ", ".join(languages[:-1]) + " and " + languages[-1] if len(languages) > 1 else languages[0]
+        lines.append(f"Language: trained and evaluated on {named} text only; other languages are outside what was "
+                     "measured.")
+    lines.append(f"Domain: it saw only {seen}. Its quality on text from other domains was not measured and is "
+                 "likely lower.")
     split = dataset.get("split")
     length = f"Input length: the figures above were measured on the {split + ' ' if split else ''}texts of the data"
     if description and "short" in description:
@@ -677,6 +699,31 @@ def comparison_from_results(results: Mapping | str | os.PathLike) -> list[dict]:
             {"name": results["model_name"], "accuracy": accuracy, "latency_ms": speed["model_ms"], "role": role}
         )
     return points
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the recipes record for the card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def add_card_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recipes' model-card flags: what only the user can say about the model (nothing is assumed)."""
+    card = parser.add_argument_group("model card")
+    card.add_argument("--license", help="License of the trained model, as a Hub license id (apache-2.0, mit, "
+                                        "cc-by-4.0, other, ...). Left out of the card's metadata when not given.")
+    card.add_argument("--language", help="Language(s) of the data as ISO 639-1 codes, comma-separated (en, fr). "
+                                         "Left out of the card's metadata when not given.")
+
+
+def card_inputs(args: argparse.Namespace) -> dict:
+    """The `results.json` fields a recipe records from its card flags: `license` and `language`, when given."""
+    inputs = {}
+    if getattr(args, "license", None):
+        inputs["license"] = args.license.strip()
+    languages = [code.strip() for code in (getattr(args, "language", None) or "").split(",") if code.strip()]
+    if languages:
+        inputs["language"] = languages if len(languages) > 1 else languages[0]
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -771,8 +818,8 @@ def build_model_card(
     hub_id = dataset.get("hub_id")
     card_data = ModelCardData(
         model_name=results["model_name"],
-        language=results.get("language") or "en",
-        license=results.get("license") or "apache-2.0",
+        language=(_languages(results) if len(_languages(results)) > 1 else (_languages(results) or [None])[0]),
+        license=_license(results),
         library_name="transformers",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=tags,
@@ -872,7 +919,9 @@ def write_model_card(
 
 
 __all__ = [
+    "add_card_arguments",
     "build_model_card",
+    "card_inputs",
     "check_card_text",
     "comparison_from_results",
     "is_distilled",

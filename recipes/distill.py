@@ -63,7 +63,7 @@ from hf_compact.data import (
 )
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
-from hf_compact.model_card import comparison_from_results, write_model_card
+from hf_compact.model_card import add_card_arguments, card_inputs, comparison_from_results, write_model_card
 from hf_compact.teacher_cache import teacher_logits_column
 
 
@@ -162,6 +162,7 @@ def parse_args(argv=None):
     output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
     output.add_argument("--hub_private", action="store_true")
     output.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)  # simulates a crash, for tests
+    add_card_arguments(parser)
     args = parser.parse_args(argv)
 
     if args.label_column.lower() == "none":
@@ -756,6 +757,7 @@ def training_function(args):
             "teacher_cache_seconds": cache_seconds if use_cache else None,
             "history": history,
         },
+        **card_inputs(args),
     }
     if args.task != "mlm":
         student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])

@@ -43,6 +43,7 @@ import hf_compact  # noqa: F401  (registers the compact model types)
 from hf_compact.io import write_json_atomic
 from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
+from hf_compact.model_card import add_card_arguments, card_inputs
 
 
 def has_accelerator() -> bool:
@@ -110,6 +111,7 @@ def parse_args(argv=None):
     output.add_argument("--push_to_hub", action="store_true")
     output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
     output.add_argument("--hub_private", action="store_true")
+    add_card_arguments(parser)
     args = parser.parse_args(argv)
 
     sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
@@ -412,6 +414,7 @@ def main(argv=None):
                 "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
             },
             "config": base.config.to_diff_dict(),
+            **card_inputs(args),
         }
         if args.teacher:
             results["teacher"] = {"name_or_path": args.teacher}

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import hf_compact
@@ -40,7 +41,7 @@ def run(tmp_path, model, data, *extra):
 
 
 def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
-    metrics, output = run(tmp_path, base_bert, synthetic_csv)
+    metrics, output = run(tmp_path, base_bert, synthetic_csv, "--license", "mit", "--language", "en")
     assert metrics["accuracy"] >= 0.9  # the synthetic task is learnable; chance is 0.5
     results = json.loads((output / "results.json").read_text())
     assert results["model"]["metrics"]["accuracy"] == metrics["accuracy"]
@@ -50,6 +51,8 @@ def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, syn
     assert not any(name.endswith((".bin", ".pt")) for name in os.listdir(output))
     card = (output / "README.md").read_text()
     assert f"{100 * metrics['accuracy']:.2f}" in card and "hf_compact" in card
+    assert (results["license"], results["language"]) == ("mit", "en")  # as given, never assumed
+    assert (ModelCard(card).data.license, ModelCard(card).data.language) == ("mit", "en")
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, base_bert, synthetic_csv):

@@ -95,7 +95,7 @@ def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
     assert path == str(tmp_path / "README.md")
     card = ModelCard.load(path)
     data = card.data
-    assert (data.license, data.language, data.library_name) == ("apache-2.0", "en", "transformers")
+    assert (data.license, data.language, data.library_name) == (None, None, "transformers")  # neither was given
     assert data.pipeline_tag == "text-classification"
     assert {"hf_compact", "distillation", "compact_distilbert"} <= set(data.tags)
     assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
@@ -166,6 +166,22 @@ def test_squeezebert_card_reports_groups_and_per_seed_medians():
     hub_id = "sentence-transformers/all-MiniLM-L6-v2"
     assert f"[{hub_id}](https://huggingface.co/{hub_id})" in text
     assert "trust_remote_code=True" in text
+
+
+def test_license_and_language_come_from_the_results_or_are_said_to_be_missing():
+    card = build_model_card(distilled_results())
+    assert card.data.license is None and card.data.language is None
+    assert "license:" not in str(card).split("---")[1] and "language:" not in str(card).split("---")[1]
+    assert "| License | not given when the model was trained (`--license`) |" in card.text
+    assert "| Language | not given when the model was trained (`--language`) |" in card.text
+    assert "text only" not in card.text  # no language is claimed
+
+    results = distilled_results()
+    results.update(license="cc-by-4.0", language=["en", "fr"])
+    card = ModelCard(str(build_model_card(results)))
+    assert (card.data.license, card.data.language) == ("cc-by-4.0", ["en", "fr"])
+    assert "| License | cc-by-4.0 |" in card.text and "| Language | English, French |" in card.text
+    assert "English and French text only" in card.text
 
 
 def test_metadata_lists_hub_dataset_and_license():
