@@ -41,6 +41,7 @@ from .plots import plot_accuracy_vs_latency, validate_points
 
 
 PLOT_FILENAME = "accuracy_vs_latency.png"
+EXAMPLE_MAX_CHARACTERS = 300
 FLOPS_SEQUENCE_LENGTH = 128
 
 PIPELINE_TAGS = {
@@ -616,22 +617,50 @@ def _results_section(results, section, teacher, speed, retention) -> dict:
     }
 
 
+def _usage_call(results: dict, function: str) -> str:
+    """The pipeline call of the usage snippet, on the example the run recorded from its data (a neutral text for a
+    results file without one): never an invented text that could be mistaken for the model's domain."""
+    dataset = results["dataset"]
+    example, pair = usage_example(dataset.get("example")), usage_example(dataset.get("example_pair"))
+    if results["task"] == "fill-mask":
+        words = example.split() if example else ["Your", "text", "here,", "one", "word", "masked:"]
+        prefix = " ".join(words[:-1] if example else words)
+        return f"{function}({_literal(prefix + ' ')} + {function}.tokenizer.mask_token)"
+    if example and pair and results["task"] == "text-classification":
+        return f'{function}({{"text": {_literal(example)}, "text_pair": {_literal(pair)}}})'
+    return f"{function}({_literal(example or 'Your text here.')})"
+
+
+def _literal(text: str) -> str:
+    """`text` as a Python string literal (double quotes, escapes where needed, non-ASCII kept readable)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _usage_examples(results: dict) -> list[str]:
+    """The recorded example texts as they appear in the card (quoted), which may hold any word."""
+    dataset = results["dataset"]
+    texts = [usage_example(dataset.get("example")), usage_example(dataset.get("example_pair"))]
+    return [_literal(text) for text in texts if text] + [
+        _literal(" ".join(text.split()[:-1]) + " ") for text in texts[:1] if text
+    ]
+
+
 def _usage(results: dict, repo_id: str) -> dict:
     task = results["task"]
     if task == "fill-mask":
         snippet = (
             f'fill_mask = pipeline("fill-mask", model="{repo_id}"{{remote}})\n'
-            'print(fill_mask(f"A thoughtful, beautifully acted {fill_mask.tokenizer.mask_token}."))'
+            f"print({_usage_call(results, 'fill_mask')})"
         )
     elif task == "token-classification":
         snippet = (
             f'tagger = pipeline("token-classification", model="{repo_id}", aggregation_strategy="simple"{{remote}})\n'
-            'print(tagger("A thoughtful, beautifully acted film."))'
+            f"print({_usage_call(results, 'tagger')})"
         )
     else:
         snippet = (
             f'classifier = pipeline("text-classification", model="{repo_id}"{{remote}})\n'
-            'print(classifier("A thoughtful, beautifully acted film."))'
+            f"print({_usage_call(results, 'classifier')})"
         )
     return {
         "compact": results["model_type"] in COMPACT_TYPES,
@@ -715,9 +744,41 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
                                          "Left out of the card's metadata when not given.")
 
 
-def card_inputs(args: argparse.Namespace) -> dict:
-    """The `results.json` fields a recipe records from its card flags: `license` and `language`, when given."""
-    inputs = {}
+def usage_example(value: Any) -> str | None:
+    """A data example as a usage example: a text, or a list of words (token classification) joined by spaces, cut
+    at a word boundary to at most `EXAMPLE_MAX_CHARACTERS`; None for anything else or an empty text."""
+    if isinstance(value, list) and all(isinstance(word, str) for word in value):
+        value = " ".join(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(value.split())
+    if len(text) > EXAMPLE_MAX_CHARACTERS:
+        text = text[: EXAMPLE_MAX_CHARACTERS + 1].rsplit(" ", 1)[0] or text[:EXAMPLE_MAX_CHARACTERS]
+    return text
+
+
+def dataset_record(args: argparse.Namespace, data: Mapping, split: str) -> dict:
+    """What a results file says about the data: its name and source, the split measured, its size, and its first
+    example (`dataset.example`, the text of the card's usage snippet)."""
+    source = args.builtin_dataset or args.dataset_name or args.train_file
+    record = {
+        "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
+        "split": split,
+        "num_examples": len(data[split]),
+        "source": source,
+    }
+    first = data[split][0]
+    for key, column in (("example", args.text_column), ("example_pair", getattr(args, "text_pair_column", None))):
+        example = usage_example(first.get(column)) if column else None
+        if example:
+            record[key] = example
+    return record
+
+
+def card_inputs(args: argparse.Namespace, data: Mapping | None = None, split: str | None = None) -> dict:
+    """The `results.json` fields a recipe records for its card: `license` and `language` when given, and the
+    `dataset` record of `data[split]` (see `dataset_record`) when `data` is given."""
+    inputs = {"dataset": dataset_record(args, data, split)} if data is not None else {}
     if getattr(args, "license", None):
         inputs["license"] = args.license.strip()
     languages = [code.strip() for code in (getattr(args, "language", None) or "").split(",") if code.strip()]
@@ -745,14 +806,18 @@ def template_text() -> str:
         return path.read_text(encoding="utf-8")
 
 
-def check_card_text(text: str) -> None:
+def check_card_text(text: str, verbatim: list[str] | tuple[str, ...] = ()) -> None:
     """Raise a ValueError if `text` holds a placeholder (`{{`, `}}`, `None`, `nan`, `TODO`, `TBD`, `N/A`) or a
-    Hub token."""
+    Hub token. The `verbatim` strings (quoted data examples, which may hold any word) are not scanned for
+    placeholders; they are for tokens."""
+    scanned = text
+    for literal in sorted(verbatim, key=len, reverse=True):
+        scanned = scanned.replace(literal, "")
     for label, pattern in _PLACEHOLDERS:
-        match = pattern.search(text)
+        match = pattern.search(scanned)
         if match:
             start = max(0, match.start() - 60)
-            context = text[start : match.end() + 60].replace("\n", " ")
+            context = scanned[start : match.end() + 60].replace("\n", " ")
             raise ValueError(
                 f"The rendered model card still holds the placeholder {label!r} (near {context!r}); every figure "
                 "must come from the results file. Fix or remove the field that produced it."
@@ -853,7 +918,7 @@ def build_model_card(
     }
     card = ModelCard.from_template(card_data, template_str=template_text(), **context)
     card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"  # one blank line between blocks
-    check_card_text(str(card))
+    check_card_text(str(card), verbatim=_usage_examples(results))
     return card
 
 
@@ -924,9 +989,11 @@ __all__ = [
     "card_inputs",
     "check_card_text",
     "comparison_from_results",
+    "dataset_record",
     "is_distilled",
     "load_results",
     "template_text",
+    "usage_example",
     "validate_results",
     "write_model_card",
 ]

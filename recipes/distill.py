@@ -728,12 +728,6 @@ def training_function(args):
         "model_name": os.path.basename(os.path.abspath(args.output_dir)),
         "model_type": args.student_type,
         "task": TASKS[args.task][2],
-        "dataset": {
-            "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-            "split": "test" if args.task != "mlm" else "validation",
-            "num_examples": len(eval_sets["test"]),
-            "source": args.builtin_dataset or args.dataset_name or args.train_file,
-        },
         "teacher": {
             "name_or_path": args.teacher,
             "model_type": teacher.config.model_type,
@@ -757,7 +751,7 @@ def training_function(args):
             "teacher_cache_seconds": cache_seconds if use_cache else None,
             "history": history,
         },
-        **card_inputs(args),
+        **card_inputs(args, data, "test" if args.task != "mlm" else "validation"),
     }
     if args.task != "mlm":
         student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])

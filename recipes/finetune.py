@@ -390,12 +390,6 @@ def main(argv=None):
             "model_name": os.path.basename(os.path.abspath(args.output_dir)),
             "model_type": base.config.model_type,
             "task": "token-classification" if problem_type == "token_classification" else "text-classification",
-            "dataset": {
-                "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-                "split": "test",
-                "num_examples": len(tokenized["test"]),
-                "source": args.builtin_dataset or args.dataset_name or args.train_file,
-            },
             "model": {
                 "name_or_path": args.model_name_or_path,
                 "parameters": base.num_parameters(),
@@ -414,7 +408,7 @@ def main(argv=None):
                 "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
             },
             "config": base.config.to_diff_dict(),
-            **card_inputs(args),
+            **card_inputs(args, data, "test"),
         }
         if args.teacher:
             results["teacher"] = {"name_or_path": args.teacher}

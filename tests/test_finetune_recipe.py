@@ -52,6 +52,10 @@ def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, syn
     card = (output / "README.md").read_text()
     assert f"{100 * metrics['accuracy']:.2f}" in card and "hf_compact" in card
     assert (results["license"], results["language"]) == ("mit", "en")  # as given, never assumed
+    first_test_text = finetune.load_recipe_dataset(train_file=str(synthetic_csv), text_column="text",
+                                                   label_column="label", split_seed=42)["test"][0]["text"]
+    assert results["dataset"]["example"] == first_test_text
+    assert f'classifier("{first_test_text}")' in card and "beautifully acted" not in card
     assert (ModelCard(card).data.license, ModelCard(card).data.language) == ("mit", "en")
 
 

@@ -370,3 +370,36 @@ def test_training_set_up_and_grouped_initialisation_are_stated(tmp_path):
     assert "Training set-up: bf16 autocast (weights kept and saved in float32); dropout 0; frozen: word embeddings" in text
     results["training"].update(mixed_precision="no", dropout=None, frozen=[])
     assert "Training set-up" not in ModelCard.load(write_model_card(tmp_path / "plain", results)).text
+
+
+def test_usage_example_comes_from_the_data_never_a_movie_review(tmp_path, tokenizer_dir):
+    results = distilled_results()
+    results["dataset"]["example"] = 'The member said "None of this is new" N/A'
+    text = build_model_card(results).text
+    assert 'classifier("The member said \\"None of this is new\\" N/A")' in text  # a valid literal; not a placeholder
+    assert "beautifully acted" not in text and "film" not in text
+
+    del results["dataset"]["example"]  # an older results.json: a neutral text, still no review
+    text = build_model_card(results).text
+    assert 'classifier("Your text here.")' in text and "beautifully acted" not in text
+
+    results = distilled_results()
+    results.update(task="fill-mask")
+    results["dataset"]["example"] = "The house votes on the budget tomorrow"
+    text = build_model_card(results).text
+    assert 'fill_mask("The house votes on the budget " + fill_mask.tokenizer.mask_token)' in text
+
+    results.update(task="text-classification")
+    results["dataset"].update(example="Is the bill passed?", example_pair="The bill passed on Tuesday.")
+    text = build_model_card(results).text
+    assert 'classifier({"text": "Is the bill passed?", "text_pair": "The bill passed on Tuesday."})' in text
+
+
+def test_usage_example_is_cut_at_a_word_boundary():
+    from hf_compact.model_card import usage_example
+
+    assert usage_example(["EU", "leaders", "met"]) == "EU leaders met"
+    long = " ".join(["word"] * 200)
+    cut = usage_example(long)
+    assert len(cut) <= 300 and cut.endswith("word") and long.startswith(cut)
+    assert usage_example("  ") is None and usage_example(None) is None
