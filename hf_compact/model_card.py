@@ -29,12 +29,13 @@ import re
 import statistics
 import tempfile
 from collections.abc import Mapping
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from packaging.requirements import Requirement
 
 from .flops import flops_per_token
 from .plots import plot_accuracy_vs_latency, validate_points
@@ -645,6 +646,21 @@ def _usage_examples(results: dict) -> list[str]:
     ]
 
 
+def required_transformers() -> str | None:
+    """The oldest transformers release the model code runs on: the lower bound of hf_compact's own requirement
+    (pyproject.toml, read from the installed package's metadata), or None where that is not available."""
+    try:
+        requirements = metadata.requires("hf_compact") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for line in requirements:
+        requirement = Requirement(line)
+        if requirement.name == "transformers":
+            bounds = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+            return bounds[0] if bounds else None
+    return None
+
+
 def _usage(results: dict, repo_id: str) -> dict:
     task = results["task"]
     if task == "fill-mask":
@@ -667,6 +683,7 @@ def _usage(results: dict, repo_id: str) -> dict:
         "model_type": results["model_type"],
         "snippet": snippet.replace("{remote}", ""),
         "remote_snippet": snippet.replace("{remote}", ", trust_remote_code=True"),
+        "transformers": required_transformers(),
     }
 
 

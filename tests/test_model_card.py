@@ -292,7 +292,7 @@ def test_usage_snippets_run_on_a_saved_folder(tmp_path, tokenizer_dir):
     text = ModelCard.load(write_model_card(folder, results, repo_id=str(folder))).text
 
     snippets = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(snippets) == 2 and "trust_remote_code=True" in snippets[1]
+    assert len(snippets) == 2 and "trust_remote_code=True" in snippets[0] and "import hf_compact" in snippets[1]
     for snippet in snippets:
         namespace = {}
         exec(compile(snippet, "<model card snippet>", "exec"), namespace)
@@ -403,3 +403,23 @@ def test_usage_example_is_cut_at_a_word_boundary():
     cut = usage_example(long)
     assert len(cut) <= 300 and cut.endswith("word") and long.startswith(cut)
     assert usage_example("  ") is None and usage_example(None) is None
+
+
+def test_install_lines_work_and_name_the_transformers_release_the_model_code_needs():
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    from hf_compact.model_card import required_transformers
+
+    # The one place the version lives: hf_compact's own requirement on transformers (pyproject.toml).
+    requirement = next(Requirement(r) for r in requires("hf_compact") if Requirement(r).name == "transformers")
+    assert requirement.specifier.contains("5.4.0") and not requirement.specifier.contains("5.3.0")
+    assert required_transformers() == "5.4"
+    text = build_model_card(distilled_results()).text
+    assert "pip install hf_compact" not in text  # no package index serves it
+    assert 'pip install "transformers>=5.4" torch' in text
+    assert "from its source folder" in text and "pip install path/to/hf_compact" in text
+    # A plain bert model needs neither hf_compact nor a particular release.
+    text = build_model_card(finetuned_results()).text
+    assert "pip install" not in text and "hf_compact" not in text.split("## How to use")[1]
