@@ -454,8 +454,12 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
         data += f": {description}"
     lines.append(data)
     hyper = []
-    if _is_number(training.get("epochs")):
-        hyper.append(f"{training['epochs']:g} epochs")
+    epochs = _epochs(training["epochs"]) if _is_number(training.get("epochs")) else None
+    if _is_number(training.get("steps")):  # as run: a --max_steps run ends before the epochs asked for
+        steps = int(training["steps"])
+        hyper.append(f"{steps:,} optimizer step{'s' if steps != 1 else ''}" + (f" ({epochs})" if epochs else ""))
+    elif epochs:
+        hyper.append(epochs)
     if _is_number(training.get("learning_rate")):
         hyper.append(f"learning rate {training['learning_rate']:g}")
     if _is_number(training.get("batch_size")):
@@ -478,6 +482,13 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
     if setup:
         lines.append("Training set-up: " + "; ".join(setup))
     return lines
+
+
+def _epochs(epochs: float) -> str:
+    """Epochs completed: whole (`2 epochs`) or a fraction of the data (`0.16 epochs`)."""
+    if abs(epochs - round(epochs)) < 1e-6:
+        return f"{round(epochs)} epoch{'s' if round(epochs) != 1 else ''}"
+    return f"{epochs:.2f} epochs"
 
 
 def _seed_rows(training: Mapping) -> list[dict]:

@@ -736,7 +736,11 @@ def training_function(args):
         "student": {"parameters": accelerator.unwrap_model(student).num_parameters()},
         "training": {
             "method": "distillation" if objective.uses_teacher else "fine-tuning on labels alone",
-            "epochs": args.epochs,
+            # As run (--max_steps may end an epoch early): epochs completed, and optimizer steps, one per
+            # --gradient_accumulation_steps batches and one at the end of each epoch.
+            "epochs": completed_batches / local_batches,
+            "steps": (completed_batches // local_batches) * math.ceil(local_batches / args.gradient_accumulation_steps)
+            + completed_batches % local_batches // args.gradient_accumulation_steps,
             "learning_rate": args.learning_rate,
             "batch_size": args.batch_size,
             "seed": args.seed,

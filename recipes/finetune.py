@@ -401,7 +401,8 @@ def main(argv=None):
             "training": {
                 "method": "fine-tuning" + (f" with LoRA (r={args.lora_r})" if args.lora_r else ""),
                 "problem_type": problem_type,
-                "epochs": args.epochs,
+                "epochs": trainer.state.epoch,  # as run: fractional when --max_steps ends an epoch early
+                "steps": trainer.state.global_step,
                 "learning_rate": args.learning_rate,
                 "batch_size": args.batch_size,
                 "seed": args.seed,

@@ -144,3 +144,16 @@ def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teach
                "--hub_model_id", "not-an-owner-slash-name"]
     failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and "owner/name" in failed.stderr
+
+
+def test_steps_and_epochs_are_recorded_as_run(tmp_path, base_bert, synthetic_csv):
+    _, output = run(tmp_path, base_bert, synthetic_csv, "--epochs", "3", "--max_steps", "5", "--save_total_limit", "1")
+    results = json.loads((output / "results.json").read_text())
+    steps_per_epoch = 512 // 16  # 640 examples less 10% validation and 10% test, batch 16
+    assert results["training"]["steps"] == 5
+    assert results["training"]["epochs"] == pytest.approx(5 / steps_per_epoch)
+    card = (output / "README.md").read_text()
+    assert "5 optimizer steps (0.16 epochs)" in card and "3 epochs" not in card
+    # Neither --license nor --language was given: left out of the metadata, and the card says so.
+    assert "license" not in results and "language" not in results
+    assert ModelCard(card).data.license is None and "not given when the model was trained (`--license`)" in card

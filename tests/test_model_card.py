@@ -423,3 +423,14 @@ def test_install_lines_work_and_name_the_transformers_release_the_model_code_nee
     # A plain bert model needs neither hf_compact nor a particular release.
     text = build_model_card(finetuned_results()).text
     assert "pip install" not in text and "hf_compact" not in text.split("## How to use")[1]
+
+
+def test_training_length_is_the_one_run():
+    results = distilled_results()
+    results["training"].update(epochs=0.15625, steps=5)  # a --max_steps 5 run with --epochs 3 asked for
+    text = build_model_card(results).text
+    assert "Hyperparameters: 5 optimizer steps (0.16 epochs), learning rate" in text and "3 epochs" not in text
+    results["training"].update(epochs=2, steps=638)
+    assert "638 optimizer steps (2 epochs)" in build_model_card(results).text
+    results["training"].update(epochs=1.0, steps=1)
+    assert "1 optimizer step (1 epoch)" in build_model_card(results).text
