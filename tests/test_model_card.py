@@ -84,7 +84,7 @@ def comparison_points():
 
 
 def metrics_of(card):
-    return {result.metric_type: result.metric_value for result in card.data.eval_results}
+    return {result.metric_type: result.metric_value for result in card.data.eval_results or []}
 
 
 def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
@@ -101,10 +101,6 @@ def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
     assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert data.datasets is None  # no hub_id given
     assert data.model_name == "rt-compact-distilbert"
-    assert metrics_of(card) == results["student"]["metrics"]
-    assert {(r.task_type, r.dataset_type, r.dataset_split) for r in data.eval_results} == {
-        ("text-classification", "rotten_tomatoes", "test")
-    }
 
     text = card.text
     assert "98.8%" in text and "98.7%" not in text  # retention 0.98765, one decimal
@@ -141,7 +137,8 @@ def test_finetuned_card_without_teacher_leaves_absent_sections_out(tmp_path):
     text = card.text
 
     assert "distillation" not in card.data.tags and "bert" in card.data.tags
-    assert metrics_of(card) == {"accuracy": 0.81, "f1": 0.8}
+    assert metrics_of(card) == {}  # a local file is no Hub dataset: no model-index
+    assert "| Accuracy | 81.00% |" in text and "| F1 | 80.00% |" in text
     assert "| Metric | This model |" in text and "Teacher" not in text
     for absent in ("Retention", "Speed-up", "Agreement", "Latency", "Hyperparameters", "across seeds",
                    "FLOPs", "Weights file size", "Projection groups", "Speed:", "accuracy_vs_latency"):
@@ -184,6 +181,20 @@ def test_license_and_language_come_from_the_results_or_are_said_to_be_missing():
     assert "English and French text only" in card.text
 
 
+def test_data_not_from_the_hub_gets_no_hub_dataset_id():
+    """The built-in review split is hf_compact's own: no `datasets:` entry and no model-index result naming a Hub
+    dataset (the Hub requires a dataset type there, so the measured metrics stay in the card's text)."""
+    results = distilled_results()
+    card = ModelCard(str(build_model_card(results)))
+    metadata = str(card).split("---")[1]
+    assert card.data.datasets is None and not card.data.eval_results
+    assert "rotten_tomatoes" not in metadata and "model-index" not in metadata
+    assert "| Accuracy | 80.25% | 79.26% |" in card.text  # the figures are still there
+    results["dataset"]["description"] = "review snippets built into hf_compact, not a Hub dataset"
+    assert "`rotten_tomatoes`: review snippets built into hf_compact, not a Hub dataset" in build_model_card(
+        results).text
+
+
 def test_metadata_lists_hub_dataset_and_license():
     results = distilled_results()
     results["dataset"]["hub_id"] = "cornell-movie-review-data/rotten_tomatoes"
@@ -192,6 +203,8 @@ def test_metadata_lists_hub_dataset_and_license():
     assert card.data.datasets == ["cornell-movie-review-data/rotten_tomatoes"]
     assert (card.data.license, card.data.language) == ("mit", "fr")
     assert {r.dataset_type for r in card.data.eval_results} == {"cornell-movie-review-data/rotten_tomatoes"}
+    assert metrics_of(card) == results["student"]["metrics"]
+    assert {(r.task_type, r.dataset_split) for r in card.data.eval_results} == {("text-classification", "test")}
     assert "French text only" in card.text
 
 
@@ -244,6 +257,7 @@ def test_results_file_and_config_json_of_the_folder(tmp_path):
 
 def test_unmeasured_values_never_become_placeholders():
     results = distilled_results()
+    results["dataset"]["hub_id"] = "cornell-movie-review-data/rotten_tomatoes"
     results["student"]["metrics"]["f1"] = math.nan
     results["student"]["file_size_bytes"] = None
     results["speed"]["hardware"] = None
@@ -341,6 +355,7 @@ def test_bert_config_names_give_the_architecture():
 def test_finetune_recipe_results_with_agreement_teacher_are_not_called_distilled():
     """The fine-tuning recipe records a teacher only to measure agreement, and a minimal config dict."""
     results = finetuned_results()
+    results["dataset"]["hub_id"] = "someone/reviews"
     results["model_type"] = "compact_distilbert"
     results["model"].update(name_or_path="distilbert/distilbert-base-uncased", file_size_bytes=None,
                             metrics={"accuracy": 0.81, "agreement": 0.9})
