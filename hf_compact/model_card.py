@@ -88,6 +88,11 @@ LOSS_NAMES = {
     "mse": "MSE between mapped hidden states",
     "attention": "KL divergence between mapped attention distributions",
 }
+PEFT_AUTO_CLASSES = {
+    "text-classification": "AutoPeftModelForSequenceClassification",
+    "token-classification": "AutoPeftModelForTokenClassification",
+    "fill-mask": "AutoPeftModel",
+}
 GROUP_FIELDS = {
     "q_groups": "q",
     "k_groups": "k",
@@ -329,10 +334,14 @@ def _details(results: dict, section: dict, arch: SimpleNamespace | None) -> list
         groups = _groups(arch)
         if groups:
             rows.append(("Projection groups", ", ".join(f"{GROUP_FIELDS[k]} {v}" for k, v in groups.items())))
-    rows.append(("Parameters", format_parameters(section["parameters"])))
+    adapter = is_adapter(results)
+    rows.append(("Parameters" + (" (base model with the adapter)" if adapter else ""),
+                 format_parameters(section["parameters"])))
+    if adapter and _is_number(section.get("trainable_parameters")):
+        rows.append(("Trainable parameters (adapter and heads)", f"{int(section['trainable_parameters']):,}"))
     size = section.get("file_size_bytes")
     if _is_number(size) and size > 0:
-        rows.append(("Weights file size", f"{size / 1e6:.1f} MB"))
+        rows.append(("Adapter file size" if adapter else "Weights file size", format_bytes(size)))
     if arch is not None and None not in (arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size):
         flops = flops_per_token(arch, FLOPS_SEQUENCE_LENGTH)
         rows.append(
@@ -368,6 +377,24 @@ def _languages(results: Mapping) -> list[str]:
     return [code.strip() for code in value if isinstance(code, str) and code.strip()]
 
 
+def is_adapter(results: Mapping) -> bool:
+    """Whether the folder holds a PEFT adapter (LoRA weights and heads) rather than a whole model."""
+    section = results.get("model") if isinstance(results.get("model"), Mapping) else {}
+    return section.get("saved_as") == "adapter"
+
+
+def hub_model_id(value: Any) -> str | None:
+    """`value` when it is a Hub model id (`owner/name` or a bare name), None for a local path or anything else."""
+    if not isinstance(value, str) or not value or _is_local_path(value) or os.path.exists(value):
+        return None
+    return value if re.match(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", value) else None
+
+
+def format_bytes(size: float) -> str:
+    """`44061234` -> `"44.1 MB"`, `20480` -> `"20.5 kB"`."""
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+
+
 def is_distilled(results: Mapping) -> bool:
     """Whether the model was distilled: `training.method` says so, or (without a method) a teacher is recorded."""
     training = results.get("training") if isinstance(results.get("training"), Mapping) else {}
@@ -400,6 +427,15 @@ def _summary(results: dict, section: dict, teacher: dict | None, speedup: float 
             claims.append(f"keeps {100 * retention['accuracy']:.1f}% of its accuracy")
         if claims:
             sentences.append("It " + " and ".join(claims) + ".")
+    elif is_adapter(results):
+        start = base_model or section.get("name_or_path")
+        base = f" for {_model_link(start)}" if isinstance(start, str) and start else ""
+        sentences = [f"**{name}** is a LoRA adapter (PEFT){base}, {kind_article} {kind}, fine-tuned for {task} on "
+                     f"{dataset}."]
+        if _is_number(section.get("trainable_parameters")):
+            sentences.append(f"It trains {format_parameters(section['trainable_parameters']).split(' ')[0]} "
+                             "parameters (the adapter and the heads trained in full); the base model with the "
+                             f"adapter has {format_parameters(section['parameters']).split(' ')[0]}.")
     else:
         start = base_model or section.get("name_or_path")
         origin = f" from {_model_link(start)}" if isinstance(start, str) and start else ""
@@ -429,6 +465,14 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
         lines.append(f"Method: {method}" + (f" from {_model_link(start)}" if isinstance(start, str) and start else ""))
     elif isinstance(method, str):
         lines.append(f"Method: {method}")
+    lora = training.get("lora") if isinstance(training.get("lora"), Mapping) else {}
+    if _is_number(lora.get("r")):
+        parts = [f"rank {lora['r']:g}"] + [f"{name} {lora[name]:g}" for name in ("alpha", "dropout")
+                                          if _is_number(lora.get(name))]
+        for key, label in (("target_modules", "on"), ("modules_to_save", "heads trained in full:")):
+            if isinstance(lora.get(key), list) and lora[key]:
+                parts.append(f"{label} " + ", ".join(str(m) for m in lora[key]))
+        lines.append("LoRA: " + "; ".join(parts))
     init, layer_map = training.get("init"), training.get("layer_map")
     if isinstance(layer_map, list) and layer_map and all(isinstance(i, int) for i in layer_map):
         student_layers = ", ".join(str(i) for i in range(len(layer_map)))
@@ -685,30 +729,57 @@ def required_transformers() -> str | None:
     return None
 
 
-def _usage(results: dict, repo_id: str) -> dict:
+def _usage(results: dict, repo_id: str, model_code: bool | None = None) -> dict:
+    """The usage snippets: a pipeline on the model (through its stored code with `trust_remote_code`, unless
+    `model_code` is False, and through hf_compact), or PEFT's Auto class for an adapter."""
     task = results["task"]
-    if task == "fill-mask":
-        snippet = (
-            f'fill_mask = pipeline("fill-mask", model="{repo_id}"{{remote}})\n'
-            f"print({_usage_call(results, 'fill_mask')})"
-        )
-    elif task == "token-classification":
-        snippet = (
-            f'tagger = pipeline("token-classification", model="{repo_id}", aggregation_strategy="simple"{{remote}})\n'
-            f"print({_usage_call(results, 'tagger')})"
-        )
-    else:
-        snippet = (
-            f'classifier = pipeline("text-classification", model="{repo_id}"{{remote}})\n'
-            f"print({_usage_call(results, 'classifier')})"
-        )
+    function = {"fill-mask": "fill_mask", "token-classification": "tagger"}.get(task, "classifier")
+    options = ', aggregation_strategy="simple"' if task == "token-classification" else ""
+    call = f"print({_usage_call(results, function)})"
+    compact = results["model_type"] in COMPACT_TYPES
+    if is_adapter(results):
+        peft_class = PEFT_AUTO_CLASSES.get(task, "AutoPeftModelForSequenceClassification")
+        kwargs = _python_arguments(_model_section(results, "the results")[1].get("base_model_kwargs"))
+        load = (f'{peft_class}.from_pretrained(\n    "{repo_id}", {kwargs},\n)' if kwargs
+                else f'{peft_class}.from_pretrained("{repo_id}")')
+        lines = [f"import hf_compact  # registers the base model's type, {results['model_type']}"] if compact else []
+        lines += [
+            f"from peft import {peft_class}",
+            "from transformers import AutoTokenizer, pipeline",
+            "",
+            f"model = {load}",
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+            f'{function} = pipeline("{task}", model=model, tokenizer=tokenizer{options})',
+            call,
+        ]
+        snippet = "\n".join(lines)
+        return {"adapter": True, "compact": compact, "model_type": results["model_type"], "snippet": snippet,
+                "transformers": required_transformers() if compact else None}
+    snippet = f'{function} = pipeline("{task}", model="{repo_id}"{options}{{remote}})\n{call}'
     return {
-        "compact": results["model_type"] in COMPACT_TYPES,
+        "adapter": False,
+        "compact": compact,
+        "remote": compact and model_code is not False,
         "model_type": results["model_type"],
         "snippet": snippet.replace("{remote}", ""),
         "remote_snippet": snippet.replace("{remote}", ", trust_remote_code=True"),
         "transformers": required_transformers(),
     }
+
+
+def _python(value: Any) -> str:
+    """`value` (from JSON) as Python source: label maps get their integer ids back."""
+    if isinstance(value, Mapping):
+        items = ((int(k) if isinstance(k, str) and k.isdigit() else k, v) for k, v in value.items())
+        return "{" + ", ".join(f"{_python(k)}: {_python(v)}" for k, v in items) + "}"
+    return _literal(value) if isinstance(value, str) else repr(value)
+
+
+def _python_arguments(kwargs: Any) -> str:
+    """`name=value, ...` of the keyword arguments a base model was loaded with (empty when there were none)."""
+    if not isinstance(kwargs, Mapping):
+        return ""
+    return ", ".join(f"{name}={_python(value)}" for name, value in kwargs.items() if isinstance(name, str))
 
 
 def _limitations(results: dict, teacher: dict | None, arch, speed: dict) -> list[str]:
@@ -882,6 +953,7 @@ def build_model_card(
     comparison: list[dict] | None = None,
     plot_file: str | None = None,
     repo_id: str | None = None,
+    model_code: bool | None = None,
 ) -> ModelCard:
     """Render the model card of the model whose measured results are `results`.
 
@@ -891,6 +963,8 @@ def build_model_card(
             table under the plot.
         plot_file: path of the plot image relative to the card (embedded when given).
         repo_id: Hub id (or local folder) the usage snippets load; defaults to `results["model_name"]`.
+        model_code: whether the model folder holds the model's code (`trust_remote_code`); False leaves that usage
+            out. `write_model_card` reads it from the folder.
 
     Returns:
         A `huggingface_hub.ModelCard` whose metadata holds a `model-index` with one `EvalResult` per measured metric.
@@ -930,15 +1004,18 @@ def build_model_card(
         for name, value in model_metrics.items()
     ] if hub_id else None
     tags = ["hf_compact", results["model_type"]] + (["distillation"] if distilled else [])
+    adapter, base_model = is_adapter(results), hub_model_id(results.get("base_model"))
+    if adapter:  # as PEFT tags its own adapters
+        tags += ["lora"] + ([f"base_model:adapter:{base_model}"] if base_model else [])
     card_data = ModelCardData(
         model_name=results["model_name"],
         language=(_languages(results) if len(_languages(results)) > 1 else (_languages(results) or [None])[0]),
         license=_license(results),
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=tags,
         datasets=[hub_id] if hub_id else None,
-        base_model=results.get("base_model") or None,
+        base_model=base_model,
         eval_results=eval_results,
     )
 
@@ -961,7 +1038,7 @@ def build_model_card(
         "details": _details(results, section, arch),
         "training": _training(results, teacher),
         "seeds": _seeds(training, dataset.get("split")),
-        "usage": _usage(results, repo_id or results["model_name"]),
+        "usage": _usage(results, repo_id or results["model_name"], model_code),
         "limitations": _limitations(results, teacher, arch, speed),
         **_results_section(results, section, teacher, speed, retention),
     }
@@ -983,6 +1060,19 @@ def _write_text_atomic(path: str, text: str) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _holds_model_code(folder: str) -> bool | None:
+    """Whether `folder/config.json` maps the Auto classes to code files that are in the folder (None: no config)."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        auto_map = json.load(handle).get("auto_map")
+    if not isinstance(auto_map, Mapping) or not auto_map:
+        return False
+    modules = {str(reference).split("--")[-1].split(".")[0] for reference in auto_map.values()}
+    return all(os.path.isfile(os.path.join(folder, module + ".py")) for module in modules)
 
 
 def write_model_card(
@@ -1026,7 +1116,8 @@ def write_model_card(
             latency_label=label,
         )
         plot_file = PLOT_FILENAME
-    card = build_model_card(results, comparison=comparison, plot_file=plot_file, repo_id=repo_id)
+    card = build_model_card(results, comparison=comparison, plot_file=plot_file, repo_id=repo_id,
+                            model_code=_holds_model_code(folder))
     path = os.path.join(folder, "README.md")
     _write_text_atomic(path, str(card))
     return path
@@ -1039,6 +1130,8 @@ __all__ = [
     "check_card_text",
     "comparison_from_results",
     "dataset_record",
+    "hub_model_id",
+    "is_adapter",
     "is_distilled",
     "load_results",
     "template_text",

@@ -449,3 +449,74 @@ def test_training_length_is_the_one_run():
     assert "638 optimizer steps (2 epochs)" in build_model_card(results).text
     results["training"].update(epochs=1.0, steps=1)
     assert "1 optimizer step (1 epoch)" in build_model_card(results).text
+
+
+def adapter_results(base="someone/rt-compact-distilbert"):
+    """A LoRA adapter saved by recipes/finetune.py for a compact base model whose head it trained from scratch."""
+    results = finetuned_results()
+    results.update(model_name="rt-lora", model_type="compact_distilbert", base_model=base)
+    results["dataset"]["example"] = "w1 w2 w3"
+    results["model"].update(name_or_path="/home/someone/runs/student", saved_as="adapter", trainable_parameters=5000,
+                            file_size_bytes=20480,
+                            base_model_kwargs={"num_labels": 2, "id2label": {"0": "negative", "1": "positive"},
+                                               "label2id": {"negative": 0, "positive": 1},
+                                               "ignore_mismatched_sizes": True})
+    results["training"] = {"method": "fine-tuning with LoRA (r=4)", "epochs": 1, "steps": 20,
+                           "lora": {"r": 4, "alpha": 16, "target_modules": ["q_lin", "v_lin"],
+                                    "modules_to_save": ["pre_classifier", "classifier"]}}
+    results["config"] = {"model_type": "compact_distilbert", "n_layers": 2}
+    return results
+
+
+def test_adapter_card_is_a_peft_card():
+    card = ModelCard(str(build_model_card(adapter_results(), repo_id="me/rt-lora")))
+    assert card.data.library_name == "peft" and card.data.base_model == "someone/rt-compact-distilbert"
+    assert {"lora", "base_model:adapter:someone/rt-compact-distilbert"} <= set(card.data.tags)
+    text = card.text
+    assert "trust_remote_code" not in text  # the adapter folder holds no model code
+    assert "AutoPeftModelForSequenceClassification.from_pretrained(\n    \"me/rt-lora\"" in text
+    assert 'id2label={0: "negative", 1: "positive"}' in text and "ignore_mismatched_sizes=True" in text
+    assert "import hf_compact" in text  # the base model is a compact type
+    assert "LoRA adapter" in text and "| Trainable parameters (adapter and heads) | 5,000 |" in text
+    assert "heads trained in full: pre_classifier, classifier" in text
+    assert "| Adapter file size | 0.0 MB |" not in text and "| Adapter file size | 20.5 kB |" in text
+
+    # A local base model is named by its folder name only, and is no metadata.
+    card = ModelCard(str(build_model_card(adapter_results(base=None))))
+    assert card.data.base_model is None and "/home/someone" not in str(card)
+    assert not any(tag.startswith("base_model:") for tag in card.data.tags)
+
+
+def test_adapter_usage_snippet_loads_the_adapter(tmp_path, tokenizer_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertTokenizer
+
+    base = tmp_path / "base"
+    config = hf_compact.CompactDistilBertConfig(vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                                max_position_embeddings=64)
+    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(base)
+    model = hf_compact.CompactDistilBertForSequenceClassification.from_pretrained(
+        base, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model.name_or_path = str(base)
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4)).save_pretrained(adapter)
+    BertTokenizer.from_pretrained(tokenizer_dir).save_pretrained(adapter)
+    results = adapter_results(base=None)
+    del results["model"]["base_model_kwargs"]["ignore_mismatched_sizes"]
+    text = ModelCard.load(write_model_card(adapter, results, repo_id=str(adapter))).text
+    snippets = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(snippets) == 1
+    namespace = {}
+    exec(compile(snippets[0], "<adapter card snippet>", "exec"), namespace)
+    assert namespace["classifier"]("w1 w2")[0]["label"] in {"negative", "positive"}
+
+
+def test_no_remote_code_claim_without_the_code_in_the_folder(tmp_path):
+    folder = tmp_path / "model"
+    config = hf_compact.CompactDistilBertConfig(vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
+    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(folder)
+    results = distilled_results()
+    assert "trust_remote_code=True" in ModelCard.load(write_model_card(folder, results)).text
+    (folder / "modeling_compact_distilbert.py").unlink()
+    text = ModelCard.load(write_model_card(folder, results)).text
+    assert "trust_remote_code" not in text and "import hf_compact" in text
