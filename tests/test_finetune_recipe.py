@@ -255,3 +255,24 @@ def test_pushed_adapter_names_its_base_model_by_hub_id(tmp_path, base_bert, synt
     assert str(base_bert) not in adapter_config + readme and str(tmp_path) not in adapter_config + readme
     # The head was new (the base has no trained labels): the snippet loads the base with the data's labels.
     assert 'id2label={0: "negative", 1: "positive"}' in readme and 'from_pretrained(\n    "alice/bert-lora"' in readme
+
+
+def test_readme_peft_example_trains_the_classifier_head():
+    """The README's PEFT example, run on a compact classifier: the new head must train beside the adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    readme = open(os.path.join(os.path.dirname(RECIPES), "README.md")).read()
+    section = readme.split("## PEFT / LoRA", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    snippets += [f"model = {code}" for code in re.findall(r"`(get_peft_model\([^`]*\))`", section)]
+    assert snippets
+    for snippet in snippets:
+        config = hf_compact.CompactDistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=4,
+                                                    hidden_dim=37)
+        namespace = {"model": hf_compact.CompactDistilBertForSequenceClassification(config),
+                     "LoraConfig": LoraConfig, "get_peft_model": get_peft_model}
+        exec(compile(snippet, "<README PEFT example>", "exec"), namespace)
+        head = namespace["model"].get_base_model().classifier
+        trained = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head  # PEFT's copy
+        assert all(p.requires_grad for p in trained.parameters()), snippet
+        assert "classifier" in namespace["model"].peft_config["default"].modules_to_save
