@@ -15,7 +15,8 @@ validation split each epoch with the project's local `evaluate` metrics (no netw
 checkpoints so `--resume` continues an interrupted run, and finishes with the best model (by validation score)
 saved in `--output_dir` with its tokenizer, a `results.json` of the test metrics and a model card. `--teacher`
 adds the agreement of the model's predictions with a teacher's. `--lora_r` trains LoRA adapters (PEFT); with
-`--merge_lora` they are merged into the weights where the layers allow, else saved as an adapter.
+`--merge_lora` they are merged into the weights where the layers allow, else saved as an adapter, which names its
+base model by the Hub id given with `--hub_base_model` or else by the absolute path of the local folder.
 """
 
 import argparse

@@ -276,3 +276,12 @@ def test_readme_peft_example_trains_the_classifier_head():
         trained = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head  # PEFT's copy
         assert all(p.requires_grad for p in trained.parameters()), snippet
         assert "classifier" in namespace["model"].peft_config["default"].modules_to_save
+
+
+def test_merged_lora_is_a_plain_model_with_the_usual_card(tmp_path, trained_teacher, synthetic_csv):
+    compact_student_folder(tmp_path / "student", trained_teacher)
+    _, output = run(tmp_path, tmp_path / "student", synthetic_csv, "--lora_r", "4", "--merge_lora", "--max_steps", "4")
+    assert (output / "model.safetensors").exists() and not (output / "adapter_config.json").exists()
+    card = ModelCard.load(output / "README.md")
+    assert card.data.library_name == "transformers" and "trust_remote_code=True" in card.text
+    assert "AutoPeft" not in card.text
