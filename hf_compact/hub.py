@@ -18,6 +18,7 @@ A token is read from the `token` argument, else the `HF_TOKEN` environment varia
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def push_folder_to_hub(
         endpoint: the Hub URL; `None` means huggingface_hub's default, which honours `HF_ENDPOINT`.
 
     Raises:
-        ValueError: bad repo id, no token, or a folder that does not exist or has nothing to publish.
+        ValueError: bad repo id, no token, a folder that does not exist or has nothing to publish, or a PEFT adapter
+            whose base model is a local path.
         HubPublishError: the Hub could not be reached or refused the push. The local folder is untouched.
     """
     validate_repo_id(repo_id)
@@ -174,6 +176,7 @@ def push_folder_to_hub(
             f"Cannot publish {str(folder)!r}: it has no files to upload once training leftovers and dot-files "
             f"({', '.join(SKIPPED_PATTERNS)}) are skipped."
         )
+    _check_adapter_base_model(folder)
     if not commit_message or not commit_message.strip():
         raise ValueError("`commit_message` is empty: pass a short description of the upload.")
 
@@ -191,6 +194,21 @@ def push_folder_to_hub(
         raise _publish_error(err, repo_id, folder, api.endpoint, resolved_token) from None
     logger.info("Published %s (commit %s)", repo_url, getattr(commit, "oid", None))
     return str(repo_url)
+
+
+def _check_adapter_base_model(folder: Path) -> None:
+    """A PEFT adapter names its base model in adapter_config.json; published, a local path there would leak and
+    load nowhere else."""
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if isinstance(base, str) and (os.path.isabs(base) or base.startswith(("~", ".")) or os.path.exists(base)):
+        raise ValueError(
+            f"Cannot publish {str(folder)!r}: its adapter_config.json names the base model by the local folder "
+            f"{base!r}, which nobody else can load. Push the base model to the Hub and set base_model_name_or_path to "
+            "its id (recipes/finetune.py --hub_base_model owner/name), or merge the adapter into the weights."
+        )
 
 
 def _publish_error(err: Exception, repo_id: str, folder: Path, endpoint: str, token: str) -> HubPublishError:

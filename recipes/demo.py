@@ -167,6 +167,7 @@ def train_teacher(args, teacher_path, folder):
         str(args.teacher_learning_rate), "--batch_size", str(args.batch_size), "--max_length", str(args.max_length),
         "--report_to", "none", "--no_model_card", "--save_total_limit", "1", "--freeze_word_embeddings",
         "--mixed_precision", args.mixed_precision, "--attn_implementation", "eager",
+        "--language", "en",  # English movie reviews; no --license: the reviews were released for research use
     ]
     if args.quick:
         argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
@@ -189,7 +190,7 @@ def student_argv(args, teacher_folder, student_type, seed, folder, *, distilled)
         # Cheaper steps on a CPU: no dropout masks to draw (soft targets regularise), and in bf16 eager attention's
         # backward pass is faster than the fused kernel's at these short lengths.
         "--student_dropout", "0", "--attn_implementation", "eager", "--mixed_precision", args.mixed_precision,
-        "--eval_last_epoch_only",
+        "--eval_last_epoch_only", "--language", "en",
     ]
     if distilled:
         argv += ["--temperature", str(args.temperature), "--kd_weight", str(args.kd_weight),

@@ -65,7 +65,7 @@ from hf_compact.data import (
 )
 from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
-from hf_compact.model_card import comparison_from_results, write_model_card
+from hf_compact.model_card import add_card_arguments, card_inputs, comparison_from_results, write_model_card
 from hf_compact.output_dir import check_free_space, create_work_dir, finish_output_dir, plan_output_dir
 from hf_compact.teacher_cache import teacher_logits_column
 
@@ -165,6 +165,7 @@ def parse_args(argv=None):
     output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
     output.add_argument("--hub_private", action="store_true")
     output.add_argument("--stop_after_steps", type=int, help=argparse.SUPPRESS)  # simulates a crash, for tests
+    add_card_arguments(parser)
     args = parser.parse_args(argv)
 
     if args.label_column.lower() == "none":
@@ -749,12 +750,6 @@ def training_function(args):
         "model_name": os.path.basename(os.path.abspath(args.output_dir)),
         "model_type": args.student_type,
         "task": TASKS[args.task][2],
-        "dataset": {
-            "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-            "split": "test" if args.task != "mlm" else "validation",
-            "num_examples": len(eval_sets["test"]),
-            "source": args.builtin_dataset or args.dataset_name or args.train_file,
-        },
         "teacher": {
             "name_or_path": args.teacher,
             "model_type": teacher.config.model_type,
@@ -763,7 +758,11 @@ def training_function(args):
         "student": {"parameters": accelerator.unwrap_model(student).num_parameters()},
         "training": {
             "method": "distillation" if objective.uses_teacher else "fine-tuning on labels alone",
-            "epochs": args.epochs,
+            # As run (--max_steps may end an epoch early): epochs completed, and optimizer steps, one per
+            # --gradient_accumulation_steps batches and one at the end of each epoch.
+            "epochs": completed_batches / local_batches,
+            "steps": (completed_batches // local_batches) * math.ceil(local_batches / args.gradient_accumulation_steps)
+            + completed_batches % local_batches // args.gradient_accumulation_steps,
             "learning_rate": args.learning_rate,
             "batch_size": args.batch_size,
             "seed": args.seed,
@@ -780,6 +779,7 @@ def training_function(args):
             "train_seconds": sum(epoch["train_seconds"] for epoch in history),
             "distributed": distributed_summary(args, accelerator, student),
         },
+        **card_inputs(args, data, "test" if args.task != "mlm" else "validation"),
     }
     if args.task != "mlm":
         student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])

@@ -15,7 +15,8 @@ validation split each epoch with the project's local `evaluate` metrics (no netw
 checkpoints so `--resume` continues an interrupted run, and finishes with the best model (by validation score)
 saved in `--output_dir` with its tokenizer, a `results.json` of the test metrics and a model card. `--teacher`
 adds the agreement of the model's predictions with a teacher's. `--lora_r` trains LoRA adapters (PEFT); with
-`--merge_lora` they are merged into the weights where the layers allow, else saved as an adapter.
+`--merge_lora` they are merged into the weights where the layers allow, else saved as an adapter, which names its
+base model by the Hub id given with `--hub_base_model` or else by the absolute path of the local folder.
 """
 
 import argparse
@@ -43,6 +44,7 @@ import hf_compact  # noqa: F401  (registers the compact model types)
 from hf_compact.io import write_json_atomic
 from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
+from hf_compact.model_card import add_card_arguments, card_inputs, hub_model_id
 
 
 def has_accelerator() -> bool:
@@ -86,6 +88,9 @@ def parse_args(argv=None):
     model.add_argument("--lora_dropout", type=float, default=0.1)
     model.add_argument("--lora_target_modules", help="Comma-separated module names (default: the model type's).")
     model.add_argument("--merge_lora", action="store_true", help="Merge adapters into the saved weights.")
+    model.add_argument("--hub_base_model",
+                       help="Hub id of --model_name_or_path when that is a local folder: the base model named in the "
+                            "card and, for a LoRA adapter, in adapter_config.json. Needed to push an adapter.")
 
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=float, default=3)
@@ -110,6 +115,7 @@ def parse_args(argv=None):
     output.add_argument("--push_to_hub", action="store_true")
     output.add_argument("--hub_model_id", help="owner/name of the Hub repository.")
     output.add_argument("--hub_private", action="store_true")
+    add_card_arguments(parser)
     args = parser.parse_args(argv)
 
     sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
@@ -122,6 +128,14 @@ def parse_args(argv=None):
         parser.error(f"--lora_r must be 0 (no LoRA) or positive, got {args.lora_r}.")
     if args.merge_lora and not args.lora_r:
         parser.error("--merge_lora needs --lora_r.")
+    if args.hub_base_model and not hub_model_id(args.hub_base_model):
+        parser.error(f"--hub_base_model must be a Hub model id such as owner/name, got {args.hub_base_model!r}.")
+    if args.push_to_hub and args.lora_r and not args.merge_lora and not base_model_on_hub(args):
+        parser.error(
+            f"--push_to_hub would publish a LoRA adapter whose base model is the local folder "
+            f"{args.model_name_or_path}, which nobody else can load. Push the base model to the Hub and pass its id "
+            "with --hub_base_model owner/name, or merge the adapters into the weights with --merge_lora."
+        )
     if args.push_to_hub:
         if not args.hub_model_id:
             parser.error("--push_to_hub needs --hub_model_id owner/name.")
@@ -132,6 +146,26 @@ def parse_args(argv=None):
         except (ValueError, RuntimeError) as error:
             parser.error(str(error))
     return args
+
+
+def base_model_on_hub(args) -> str | None:
+    """The Hub id of the model fine-tuned: --hub_base_model, or --model_name_or_path when that is not a local
+    folder; None for a local folder without one."""
+    return args.hub_base_model or hub_model_id(args.model_name_or_path)
+
+
+def base_model_reference(args) -> str:
+    """The base model a LoRA adapter names in adapter_config.json: its Hub id where known, else the absolute path
+    of the local folder (a relative one breaks as soon as the adapter is loaded from another folder)."""
+    return base_model_on_hub(args) or os.path.abspath(args.model_name_or_path)
+
+
+def lora_mergeable(model) -> bool:
+    """Whether merge_and_unload can fold every adapter into its layer: PEFT cannot merge into grouped
+    convolutions (compact_squeezebert's projections with groups > 1)."""
+    from peft.tuners.lora import LoraLayer
+
+    return all(getattr(m.get_base_layer(), "groups", 1) == 1 for m in model.modules() if isinstance(m, LoraLayer))
 
 
 def prepare_output_dir(args):
@@ -210,9 +244,14 @@ def load_model(args, num_labels, names, problem_type):
         AutoModelForSequenceClassification
     )
     model = auto_class.from_pretrained(args.model_name_or_path, use_safetensors=True, **kwargs)
+    # How the base model must be loaded for an adapter's head: with the data's labels where the head is new.
+    base_kwargs = {} if trained_head else {k: v for k, v in kwargs.items() if k != "attn_implementation"}
     if not args.lora_r:
-        return model
+        return model, base_kwargs
     from peft import LoraConfig, TaskType, get_peft_model
+
+    # PEFT writes the model's name_or_path into adapter_config.json and its tags.
+    model.name_or_path = model.config._name_or_path = base_model_reference(args)
 
     # Heads are trained in full beside the adapters (DistilBERT-style heads have a pre-classifier too).
     heads = [name for name in ("pre_classifier", "classifier") if hasattr(model, name)]
@@ -226,7 +265,20 @@ def load_model(args, num_labels, names, problem_type):
     )
     model = get_peft_model(model, lora)
     model.print_trainable_parameters()
-    return model
+    return model, base_kwargs
+
+
+def lora_record(model) -> dict:
+    """The LoRA set-up as run, for results.json and the card: rank, alpha, dropout, the adapted modules and the
+    modules trained in full (the heads)."""
+    config = model.peft_config[model.active_adapter]
+    return {
+        "r": config.r,
+        "alpha": config.lora_alpha,
+        "dropout": config.lora_dropout,
+        "target_modules": sorted(config.target_modules),
+        "modules_to_save": [name for name in config.modules_to_save or [] if hasattr(model.get_base_model(), name)],
+    }
 
 
 def teacher_predictions(args, tokenized, collator, problem_type):
@@ -322,7 +374,13 @@ def main(argv=None):
         if problem_type == "multi_label_classification":  # BCE wants float targets
             tokenized = tokenized.cast_column("labels", datasets.Sequence(datasets.Value("float32")))
         collator = DataCollatorWithPadding(tokenizer)
-    model = load_model(args, num_labels, names, problem_type)
+    model, base_kwargs = load_model(args, num_labels, names, problem_type)
+    if args.push_to_hub and args.merge_lora and not base_model_on_hub(args) and not lora_mergeable(model):
+        raise SystemExit(
+            "The LoRA adapters on grouped projections cannot be merged, so --merge_lora would save an adapter whose "
+            f"base model is the local folder {args.model_name_or_path}, which nobody else can load. Push the base "
+            "model to the Hub and pass its id with --hub_base_model owner/name."
+        )
     if args.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
 
@@ -383,17 +441,12 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         saved = save_final_model(trainer, trainer.model, tokenizer, args)
         base = trainer.model.get_base_model() if args.lora_r else trainer.model
-        weights = os.path.join(args.output_dir, "model.safetensors")
+        weights = os.path.join(args.output_dir,
+                               "adapter_model.safetensors" if saved == "adapter" else "model.safetensors")
         results = {
             "model_name": os.path.basename(os.path.abspath(args.output_dir)),
             "model_type": base.config.model_type,
             "task": "token-classification" if problem_type == "token_classification" else "text-classification",
-            "dataset": {
-                "name": args.builtin_dataset or args.dataset_name or os.path.basename(args.train_file),
-                "split": "test",
-                "num_examples": len(tokenized["test"]),
-                "source": args.builtin_dataset or args.dataset_name or args.train_file,
-            },
             "model": {
                 "name_or_path": args.model_name_or_path,
                 "parameters": base.num_parameters(),
@@ -401,18 +454,24 @@ def main(argv=None):
                 "file_size_bytes": os.path.getsize(weights) if os.path.exists(weights) else None,
                 "saved_as": saved,
                 "metrics": test_metrics,
+                **({"base_model_kwargs": base_kwargs} if saved == "adapter" and base_kwargs else {}),
             },
             "training": {
                 "method": "fine-tuning" + (f" with LoRA (r={args.lora_r})" if args.lora_r else ""),
                 "problem_type": problem_type,
-                "epochs": args.epochs,
+                "epochs": trainer.state.epoch,  # as run: fractional when --max_steps ends an epoch early
+                "steps": trainer.state.global_step,
                 "learning_rate": args.learning_rate,
                 "batch_size": args.batch_size,
                 "seed": args.seed,
                 "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
+                **({"lora": lora_record(trainer.model)} if args.lora_r else {}),
             },
             "config": base.config.to_diff_dict(),
+            **card_inputs(args, data, "test"),
         }
+        if base_model_on_hub(args):
+            results["base_model"] = base_model_on_hub(args)
         if args.teacher:
             results["teacher"] = {"name_or_path": args.teacher}
         write_json_atomic(os.path.join(args.output_dir, "results.json"), results)

@@ -164,6 +164,31 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_teacher, synt
     assert not (out / "model.safetensors").exists()
 
 
+def test_results_and_card_say_what_was_run_on_which_data(trained_teacher, tmp_path):
+    """A --max_steps run on the built-in reviews: steps and epochs as run, the user's license and language, a usage
+    example from the data, and no Hub dataset id for data that did not come from the Hub."""
+    from huggingface_hub import ModelCard
+
+    from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+
+    out = tmp_path / "short"
+    run(["--teacher", trained_teacher, "--builtin_dataset", "rotten_tomatoes", "--output_dir", out, *FAST,
+         "--max_train_samples", "64", "--max_eval_samples", "32", "--student_layers", "1", "--batch_size", "8",
+         "--epochs", "3", "--max_steps", "2", "--gradient_accumulation_steps", "2", "--license", "cc-by-4.0",
+         "--language", "en"])
+    results = json.loads((out / "results.json").read_text())
+    assert (results["training"]["steps"], results["training"]["epochs"]) == (2, 0.5)  # 4 of 8 batches per epoch
+    assert (results["license"], results["language"]) == ("cc-by-4.0", "en")
+    first_test_text = rotten_tomatoes_splits()["test"][0]["text"]
+    assert results["dataset"]["example"] == first_test_text
+    card = ModelCard.load(out / "README.md")
+    assert (card.data.license, card.data.language) == ("cc-by-4.0", "en")
+    assert "2 optimizer steps (0.50 epochs)" in card.text and "3 epochs" not in card.text
+    assert f'classifier("{first_test_text}")' in card.text
+    assert "hub_id" not in results["dataset"] and "built into hf_compact" in results["dataset"]["description"]
+    assert card.data.datasets is None and not card.data.eval_results  # no Hub dataset id anywhere
+
+
 def test_accelerate_config_files_load():
     from accelerate.commands.config.config_args import load_config_from_file
 

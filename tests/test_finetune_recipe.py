@@ -4,15 +4,20 @@ classification, reports agreement with a teacher, and refuses bad input before t
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
+import datasets
 import pytest
 import torch
+from huggingface_hub import ModelCard, constants
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import hf_compact
+import hf_compact.data
 from conftest import POSITIVE_WORDS, VOCAB, WORDS, synthetic_rows, write_csv
+from hub_server import fake_hub  # noqa: F401  (fixture)
 
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
@@ -40,7 +45,7 @@ def run(tmp_path, model, data, *extra):
 
 
 def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
-    metrics, output = run(tmp_path, base_bert, synthetic_csv)
+    metrics, output = run(tmp_path, base_bert, synthetic_csv, "--license", "mit", "--language", "en")
     assert metrics["accuracy"] >= 0.9  # the synthetic task is learnable; chance is 0.5
     results = json.loads((output / "results.json").read_text())
     assert results["model"]["metrics"]["accuracy"] == metrics["accuracy"]
@@ -50,6 +55,12 @@ def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, syn
     assert not any(name.endswith((".bin", ".pt")) for name in os.listdir(output))
     card = (output / "README.md").read_text()
     assert f"{100 * metrics['accuracy']:.2f}" in card and "hf_compact" in card
+    assert (results["license"], results["language"]) == ("mit", "en")  # as given, never assumed
+    first_test_text = finetune.load_recipe_dataset(train_file=str(synthetic_csv), text_column="text",
+                                                   label_column="label", split_seed=42)["test"][0]["text"]
+    assert results["dataset"]["example"] == first_test_text
+    assert f'classifier("{first_test_text}")' in card and "beautifully acted" not in card
+    assert (ModelCard(card).data.license, ModelCard(card).data.language) == ("mit", "en")
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, base_bert, synthetic_csv):
@@ -137,3 +148,140 @@ def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teach
                "--hub_model_id", "not-an-owner-slash-name"]
     failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and "owner/name" in failed.stderr
+
+
+def test_steps_and_epochs_are_recorded_as_run(tmp_path, base_bert, synthetic_csv):
+    _, output = run(tmp_path, base_bert, synthetic_csv, "--epochs", "3", "--max_steps", "5", "--save_total_limit", "1")
+    results = json.loads((output / "results.json").read_text())
+    steps_per_epoch = 512 // 16  # 640 examples less 10% validation and 10% test, batch 16
+    assert results["training"]["steps"] == 5
+    assert results["training"]["epochs"] == pytest.approx(5 / steps_per_epoch)
+    card = (output / "README.md").read_text()
+    assert "5 optimizer steps (0.16 epochs)" in card and "3 epochs" not in card
+    # Neither --license nor --language was given: left out of the metadata, and the card says so.
+    assert "license" not in results and "language" not in results
+    assert ModelCard(card).data.license is None and "not given when the model was trained (`--license`)" in card
+
+
+def test_only_a_hub_dataset_is_named_by_its_hub_id(tmp_path, base_bert, monkeypatch):
+    rows = synthetic_rows(200)
+    hub_data = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    loaded = []
+    monkeypatch.setattr(hf_compact.data.datasets, "load_dataset",
+                        lambda name, config=None: loaded.append((name, config)) or hub_data)
+    output = tmp_path / "hub-data"
+    finetune.main(["--model_name_or_path", str(base_bert), "--dataset_name", "someone/speeches",
+                   "--output_dir", str(output), "--max_steps", "2", "--report_to", "none"])
+    assert loaded == [("someone/speeches", None)]
+    results = json.loads((output / "results.json").read_text())
+    assert results["dataset"]["hub_id"] == "someone/speeches"
+    card = ModelCard.load(output / "README.md")
+    assert card.data.datasets == ["someone/speeches"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"someone/speeches"}
+
+
+def compact_student_folder(folder, trained_teacher):
+    teacher = AutoModelForSequenceClassification.from_pretrained(trained_teacher)
+    student = hf_compact.convert_to_compact(teacher, "compact_distilbert", num_hidden_layers=2)
+    student.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(trained_teacher).save_pretrained(folder)
+    return student
+
+
+def test_lora_adapter_is_saved_as_peft_writes_it(tmp_path, trained_teacher, synthetic_csv, monkeypatch):
+    """Trained from a relative folder, the adapter names its base by an absolute path, its card is a PEFT card whose
+    snippet loads it from anywhere, and the classifier head was trained and saved with it."""
+    from safetensors.torch import load_file
+
+    work = tmp_path / "work"
+    student = compact_student_folder(work / "student", trained_teacher)
+    monkeypatch.chdir(work)
+    _, output = run(tmp_path, "student", synthetic_csv, "--lora_r", "4", "--epochs", "2")
+
+    adapter_config = json.loads((output / "adapter_config.json").read_text())
+    assert os.path.isabs(adapter_config["base_model_name_or_path"])
+    assert os.path.samefile(adapter_config["base_model_name_or_path"], work / "student")
+    assert {"pre_classifier", "classifier"} <= set(adapter_config["modules_to_save"])
+    saved = load_file(output / "adapter_model.safetensors")
+    head = [name for name in saved if name.endswith("classifier.weight") and "pre_classifier" not in name]
+    assert head and not torch.allclose(saved[head[0]], student.classifier.weight)  # the head was trained
+
+    card = ModelCard.load(output / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model is None  # a local base is no Hub id
+    assert "trust_remote_code" not in card.text and "AutoPeftModelForSequenceClassification" in card.text
+    assert str(work) not in str(card)
+    snippet = re.findall(r"```python\n(.*?)```", card.text, flags=re.DOTALL)[0]
+    monkeypatch.chdir(tmp_path)  # loaded from elsewhere
+    namespace = {}
+    exec(compile(snippet.replace('"out"', json.dumps(str(output))), "<card snippet>", "exec"), namespace)
+    assert namespace["classifier"]("w0 w9 w10")[0]["label"] in {"negative", "positive"}
+
+
+def test_pushing_an_adapter_of_a_local_model_needs_its_hub_id(tmp_path, base_bert, synthetic_csv, capsys,
+                                                               monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)  # never used: the run stops before training
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # and a push could not leave the machine
+    push = ["--lora_r", "4", "--push_to_hub", "--hub_model_id", "alice/lora"]
+    with pytest.raises(SystemExit):
+        run(tmp_path, base_bert, synthetic_csv, *push)
+    assert "--hub_base_model" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+    # Adapters on grouped projections cannot be merged: --merge_lora would fall back to an adapter.
+    squeeze = tmp_path / "squeeze"
+    config = hf_compact.CompactSqueezeBertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, embedding_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, q_groups=2, v_groups=2)
+    hf_compact.CompactSqueezeBertForSequenceClassification(config).save_pretrained(squeeze)
+    AutoTokenizer.from_pretrained(base_bert).save_pretrained(squeeze)
+    with pytest.raises(SystemExit, match="cannot be merged.*--hub_base_model"):
+        run(tmp_path, squeeze, synthetic_csv, *push, "--merge_lora")
+    assert not [name for name in os.listdir(tmp_path / "out") if name.startswith("checkpoint-")]
+
+
+def test_pushed_adapter_names_its_base_model_by_hub_id(tmp_path, base_bert, synthetic_csv, fake_hub, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)
+    run(tmp_path, base_bert, synthetic_csv, "--lora_r", "4", "--max_steps", "4", "--push_to_hub",
+        "--hub_model_id", "alice/bert-lora", "--hub_base_model", "alice/tiny-bert")
+    remote = fake_hub.repo_files("alice/bert-lora")
+    adapter_config, readme = remote["adapter_config.json"].decode(), remote["README.md"].decode()
+    assert json.loads(adapter_config)["base_model_name_or_path"] == "alice/tiny-bert"
+    card = ModelCard(readme)
+    assert (card.data.library_name, card.data.base_model) == ("peft", "alice/tiny-bert")
+    assert str(base_bert) not in adapter_config + readme and str(tmp_path) not in adapter_config + readme
+    # The head was new (the base has no trained labels): the snippet loads the base with the data's labels.
+    assert 'id2label={0: "negative", 1: "positive"}' in readme and 'from_pretrained(\n    "alice/bert-lora"' in readme
+
+
+def test_readme_peft_example_trains_the_classifier_head():
+    """The README's PEFT example, run on a compact classifier: the new head must train beside the adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    readme = open(os.path.join(os.path.dirname(RECIPES), "README.md")).read()
+    section = readme.split("## PEFT / LoRA", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    snippets += [f"model = {code}" for code in re.findall(r"`(get_peft_model\([^`]*\))`", section)]
+    assert snippets
+    for snippet in snippets:
+        config = hf_compact.CompactDistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=4,
+                                                    hidden_dim=37)
+        namespace = {"model": hf_compact.CompactDistilBertForSequenceClassification(config),
+                     "LoraConfig": LoraConfig, "get_peft_model": get_peft_model}
+        exec(compile(snippet, "<README PEFT example>", "exec"), namespace)
+        head = namespace["model"].get_base_model().classifier
+        trained = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head  # PEFT's copy
+        assert all(p.requires_grad for p in trained.parameters()), snippet
+        assert "classifier" in namespace["model"].peft_config["default"].modules_to_save
+
+
+def test_merged_lora_is_a_plain_model_with_the_usual_card(tmp_path, trained_teacher, synthetic_csv):
+    compact_student_folder(tmp_path / "student", trained_teacher)
+    _, output = run(tmp_path, tmp_path / "student", synthetic_csv, "--lora_r", "4", "--merge_lora", "--max_steps", "4")
+    assert (output / "model.safetensors").exists() and not (output / "adapter_config.json").exists()
+    card = ModelCard.load(output / "README.md")
+    assert card.data.library_name == "transformers" and "trust_remote_code=True" in card.text
+    assert "AutoPeft" not in card.text

@@ -409,6 +409,18 @@ def test_folder_checks(tmp_path, fake_hub):
     assert fake_hub.requests == []
 
 
+def test_an_adapter_naming_a_local_base_model_is_not_published(fake_hub, model_folder):
+    """A PEFT adapter whose base model is a local path would publish that path and load nowhere else."""
+    (model_folder / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "%s"}'
+                                                      % (model_folder.parent / "base"))
+    with pytest.raises(ValueError, match="local folder.*--hub_base_model"):
+        push_folder_to_hub(model_folder, "alice/lora", token=fake_hub.token, endpoint=fake_hub.endpoint)
+    assert fake_hub.requests == []
+    (model_folder / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "alice/b"}')
+    push_folder_to_hub(model_folder, "alice/lora", token=fake_hub.token, endpoint=fake_hub.endpoint)
+    assert b"alice/b" in fake_hub.repo_files("alice/lora")["adapter_config.json"]
+
+
 def test_fake_hub_rejects_anonymous_writes(fake_hub):
     api = HfApi(endpoint=fake_hub.endpoint)
     with pytest.raises(huggingface_hub.errors.HfHubHTTPError) as info:

@@ -84,7 +84,7 @@ def comparison_points():
 
 
 def metrics_of(card):
-    return {result.metric_type: result.metric_value for result in card.data.eval_results}
+    return {result.metric_type: result.metric_value for result in card.data.eval_results or []}
 
 
 def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
@@ -95,16 +95,12 @@ def test_distilled_card_round_trips_metadata_and_figures(tmp_path, monkeypatch):
     assert path == str(tmp_path / "README.md")
     card = ModelCard.load(path)
     data = card.data
-    assert (data.license, data.language, data.library_name) == ("apache-2.0", "en", "transformers")
+    assert (data.license, data.language, data.library_name) == (None, None, "transformers")  # neither was given
     assert data.pipeline_tag == "text-classification"
     assert {"hf_compact", "distillation", "compact_distilbert"} <= set(data.tags)
     assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert data.datasets is None  # no hub_id given
     assert data.model_name == "rt-compact-distilbert"
-    assert metrics_of(card) == results["student"]["metrics"]
-    assert {(r.task_type, r.dataset_type, r.dataset_split) for r in data.eval_results} == {
-        ("text-classification", "rotten_tomatoes", "test")
-    }
 
     text = card.text
     assert "98.8%" in text and "98.7%" not in text  # retention 0.98765, one decimal
@@ -141,7 +137,8 @@ def test_finetuned_card_without_teacher_leaves_absent_sections_out(tmp_path):
     text = card.text
 
     assert "distillation" not in card.data.tags and "bert" in card.data.tags
-    assert metrics_of(card) == {"accuracy": 0.81, "f1": 0.8}
+    assert metrics_of(card) == {}  # a local file is no Hub dataset: no model-index
+    assert "| Accuracy | 81.00% |" in text and "| F1 | 80.00% |" in text
     assert "| Metric | This model |" in text and "Teacher" not in text
     for absent in ("Retention", "Speed-up", "Agreement", "Latency", "Hyperparameters", "across seeds",
                    "FLOPs", "Weights file size", "Projection groups", "Speed:", "accuracy_vs_latency"):
@@ -168,6 +165,36 @@ def test_squeezebert_card_reports_groups_and_per_seed_medians():
     assert "trust_remote_code=True" in text
 
 
+def test_license_and_language_come_from_the_results_or_are_said_to_be_missing():
+    card = build_model_card(distilled_results())
+    assert card.data.license is None and card.data.language is None
+    assert "license:" not in str(card).split("---")[1] and "language:" not in str(card).split("---")[1]
+    assert "| License | not given when the model was trained (`--license`) |" in card.text
+    assert "| Language | not given when the model was trained (`--language`) |" in card.text
+    assert "text only" not in card.text  # no language is claimed
+
+    results = distilled_results()
+    results.update(license="cc-by-4.0", language=["en", "fr"])
+    card = ModelCard(str(build_model_card(results)))
+    assert (card.data.license, card.data.language) == ("cc-by-4.0", ["en", "fr"])
+    assert "| License | cc-by-4.0 |" in card.text and "| Language | English, French |" in card.text
+    assert "English and French text only" in card.text
+
+
+def test_data_not_from_the_hub_gets_no_hub_dataset_id():
+    """The built-in review split is hf_compact's own: no `datasets:` entry and no model-index result naming a Hub
+    dataset (the Hub requires a dataset type there, so the measured metrics stay in the card's text)."""
+    results = distilled_results()
+    card = ModelCard(str(build_model_card(results)))
+    metadata = str(card).split("---")[1]
+    assert card.data.datasets is None and not card.data.eval_results
+    assert "rotten_tomatoes" not in metadata and "model-index" not in metadata
+    assert "| Accuracy | 80.25% | 79.26% |" in card.text  # the figures are still there
+    results["dataset"]["description"] = "review snippets built into hf_compact, not a Hub dataset"
+    assert "`rotten_tomatoes`: review snippets built into hf_compact, not a Hub dataset" in build_model_card(
+        results).text
+
+
 def test_metadata_lists_hub_dataset_and_license():
     results = distilled_results()
     results["dataset"]["hub_id"] = "cornell-movie-review-data/rotten_tomatoes"
@@ -176,6 +203,8 @@ def test_metadata_lists_hub_dataset_and_license():
     assert card.data.datasets == ["cornell-movie-review-data/rotten_tomatoes"]
     assert (card.data.license, card.data.language) == ("mit", "fr")
     assert {r.dataset_type for r in card.data.eval_results} == {"cornell-movie-review-data/rotten_tomatoes"}
+    assert metrics_of(card) == results["student"]["metrics"]
+    assert {(r.task_type, r.dataset_split) for r in card.data.eval_results} == {("text-classification", "test")}
     assert "French text only" in card.text
 
 
@@ -228,6 +257,7 @@ def test_results_file_and_config_json_of_the_folder(tmp_path):
 
 def test_unmeasured_values_never_become_placeholders():
     results = distilled_results()
+    results["dataset"]["hub_id"] = "cornell-movie-review-data/rotten_tomatoes"
     results["student"]["metrics"]["f1"] = math.nan
     results["student"]["file_size_bytes"] = None
     results["speed"]["hardware"] = None
@@ -276,7 +306,7 @@ def test_usage_snippets_run_on_a_saved_folder(tmp_path, tokenizer_dir):
     text = ModelCard.load(write_model_card(folder, results, repo_id=str(folder))).text
 
     snippets = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(snippets) == 2 and "trust_remote_code=True" in snippets[1]
+    assert len(snippets) == 2 and "trust_remote_code=True" in snippets[0] and "import hf_compact" in snippets[1]
     for snippet in snippets:
         namespace = {}
         exec(compile(snippet, "<model card snippet>", "exec"), namespace)
@@ -325,6 +355,7 @@ def test_bert_config_names_give_the_architecture():
 def test_finetune_recipe_results_with_agreement_teacher_are_not_called_distilled():
     """The fine-tuning recipe records a teacher only to measure agreement, and a minimal config dict."""
     results = finetuned_results()
+    results["dataset"]["hub_id"] = "someone/reviews"
     results["model_type"] = "compact_distilbert"
     results["model"].update(name_or_path="distilbert/distilbert-base-uncased", file_size_bytes=None,
                             metrics={"accuracy": 0.81, "agreement": 0.9})
@@ -354,3 +385,138 @@ def test_training_set_up_and_grouped_initialisation_are_stated(tmp_path):
     assert "Training set-up: bf16 autocast (weights kept and saved in float32); dropout 0; frozen: word embeddings" in text
     results["training"].update(mixed_precision="no", dropout=None, frozen=[])
     assert "Training set-up" not in ModelCard.load(write_model_card(tmp_path / "plain", results)).text
+
+
+def test_usage_example_comes_from_the_data_never_a_movie_review(tmp_path, tokenizer_dir):
+    results = distilled_results()
+    results["dataset"]["example"] = 'The member said "None of this is new" N/A'
+    text = build_model_card(results).text
+    assert 'classifier("The member said \\"None of this is new\\" N/A")' in text  # a valid literal; not a placeholder
+    assert "beautifully acted" not in text and "film" not in text
+
+    del results["dataset"]["example"]  # an older results.json: a neutral text, still no review
+    text = build_model_card(results).text
+    assert 'classifier("Your text here.")' in text and "beautifully acted" not in text
+
+    results = distilled_results()
+    results.update(task="fill-mask")
+    results["dataset"]["example"] = "The house votes on the budget tomorrow"
+    text = build_model_card(results).text
+    assert 'fill_mask("The house votes on the budget " + fill_mask.tokenizer.mask_token)' in text
+
+    results.update(task="text-classification")
+    results["dataset"].update(example="Is the bill passed?", example_pair="The bill passed on Tuesday.")
+    text = build_model_card(results).text
+    assert 'classifier({"text": "Is the bill passed?", "text_pair": "The bill passed on Tuesday."})' in text
+
+
+def test_usage_example_is_cut_at_a_word_boundary():
+    from hf_compact.model_card import usage_example
+
+    assert usage_example(["EU", "leaders", "met"]) == "EU leaders met"
+    long = " ".join(["word"] * 200)
+    cut = usage_example(long)
+    assert len(cut) <= 300 and cut.endswith("word") and long.startswith(cut)
+    assert usage_example("  ") is None and usage_example(None) is None
+
+
+def test_install_lines_work_and_name_the_transformers_release_the_model_code_needs():
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    from hf_compact.model_card import required_transformers
+
+    # The one place the version lives: hf_compact's own requirement on transformers (pyproject.toml).
+    requirement = next(Requirement(r) for r in requires("hf_compact") if Requirement(r).name == "transformers")
+    assert requirement.specifier.contains("5.4.0") and not requirement.specifier.contains("5.3.0")
+    assert required_transformers() == "5.4"
+    text = build_model_card(distilled_results()).text
+    assert "pip install hf_compact" not in text  # no package index serves it
+    assert 'pip install "transformers>=5.4" torch' in text
+    assert "from its source folder" in text and "pip install path/to/hf_compact" in text
+    # A plain bert model needs neither hf_compact nor a particular release.
+    text = build_model_card(finetuned_results()).text
+    assert "pip install" not in text and "hf_compact" not in text.split("## How to use")[1]
+
+
+def test_training_length_is_the_one_run():
+    results = distilled_results()
+    results["training"].update(epochs=0.15625, steps=5)  # a --max_steps 5 run with --epochs 3 asked for
+    text = build_model_card(results).text
+    assert "Hyperparameters: 5 optimizer steps (0.16 epochs), learning rate" in text and "3 epochs" not in text
+    results["training"].update(epochs=2, steps=638)
+    assert "638 optimizer steps (2 epochs)" in build_model_card(results).text
+    results["training"].update(epochs=1.0, steps=1)
+    assert "1 optimizer step (1 epoch)" in build_model_card(results).text
+
+
+def adapter_results(base="someone/rt-compact-distilbert"):
+    """A LoRA adapter saved by recipes/finetune.py for a compact base model whose head it trained from scratch."""
+    results = finetuned_results()
+    results.update(model_name="rt-lora", model_type="compact_distilbert", base_model=base)
+    results["dataset"]["example"] = "w1 w2 w3"
+    results["model"].update(name_or_path="/home/someone/runs/student", saved_as="adapter", trainable_parameters=5000,
+                            file_size_bytes=20480,
+                            base_model_kwargs={"num_labels": 2, "id2label": {"0": "negative", "1": "positive"},
+                                               "label2id": {"negative": 0, "positive": 1},
+                                               "ignore_mismatched_sizes": True})
+    results["training"] = {"method": "fine-tuning with LoRA (r=4)", "epochs": 1, "steps": 20,
+                           "lora": {"r": 4, "alpha": 16, "target_modules": ["q_lin", "v_lin"],
+                                    "modules_to_save": ["pre_classifier", "classifier"]}}
+    results["config"] = {"model_type": "compact_distilbert", "n_layers": 2}
+    return results
+
+
+def test_adapter_card_is_a_peft_card():
+    card = ModelCard(str(build_model_card(adapter_results(), repo_id="me/rt-lora")))
+    assert card.data.library_name == "peft" and card.data.base_model == "someone/rt-compact-distilbert"
+    assert {"lora", "base_model:adapter:someone/rt-compact-distilbert"} <= set(card.data.tags)
+    text = card.text
+    assert "trust_remote_code" not in text  # the adapter folder holds no model code
+    assert "AutoPeftModelForSequenceClassification.from_pretrained(\n    \"me/rt-lora\"" in text
+    assert 'id2label={0: "negative", 1: "positive"}' in text and "ignore_mismatched_sizes=True" in text
+    assert "import hf_compact" in text  # the base model is a compact type
+    assert "LoRA adapter" in text and "| Trainable parameters (adapter and heads) | 5,000 |" in text
+    assert "heads trained in full: pre_classifier, classifier" in text
+    assert "| Adapter file size | 0.0 MB |" not in text and "| Adapter file size | 20.5 kB |" in text
+
+    # A local base model is named by its folder name only, and is no metadata.
+    card = ModelCard(str(build_model_card(adapter_results(base=None))))
+    assert card.data.base_model is None and "/home/someone" not in str(card)
+    assert not any(tag.startswith("base_model:") for tag in card.data.tags)
+
+
+def test_adapter_usage_snippet_loads_the_adapter(tmp_path, tokenizer_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertTokenizer
+
+    base = tmp_path / "base"
+    config = hf_compact.CompactDistilBertConfig(vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                                max_position_embeddings=64)
+    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(base)
+    model = hf_compact.CompactDistilBertForSequenceClassification.from_pretrained(
+        base, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model.name_or_path = str(base)
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4)).save_pretrained(adapter)
+    BertTokenizer.from_pretrained(tokenizer_dir).save_pretrained(adapter)
+    results = adapter_results(base=None)
+    del results["model"]["base_model_kwargs"]["ignore_mismatched_sizes"]
+    text = ModelCard.load(write_model_card(adapter, results, repo_id=str(adapter))).text
+    snippets = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(snippets) == 1
+    namespace = {}
+    exec(compile(snippets[0], "<adapter card snippet>", "exec"), namespace)
+    assert namespace["classifier"]("w1 w2")[0]["label"] in {"negative", "positive"}
+
+
+def test_no_remote_code_claim_without_the_code_in_the_folder(tmp_path):
+    folder = tmp_path / "model"
+    config = hf_compact.CompactDistilBertConfig(vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
+    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(folder)
+    results = distilled_results()
+    assert "trust_remote_code=True" in ModelCard.load(write_model_card(folder, results)).text
+    (folder / "modeling_compact_distilbert.py").unlink()
+    text = ModelCard.load(write_model_card(folder, results)).text
+    assert "trust_remote_code" not in text and "import hf_compact" in text
