@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import huggingface_hub
@@ -184,16 +186,43 @@ def push_folder_to_hub(
     logger.info("Publishing %d files from %s to %s at %s", len(files), folder, repo_id, api.endpoint)
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            commit_message=commit_message,
-            ignore_patterns=list(SKIPPED_PATTERNS),
-        )
+        with tempfile.TemporaryDirectory(prefix="hf-compact-publish-") as staging:
+            _stage(folder, files, Path(staging))
+            commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
     except (HfHubHTTPError, _http.HTTPError, OSError, ValueError) as err:
         raise _publish_error(err, repo_id, folder, api.endpoint, resolved_token) from None
     logger.info("Published %s (commit %s)", repo_url, getattr(commit, "oid", None))
     return str(repo_url)
+
+
+def _stage(folder: Path, files: list[str], staging: Path) -> None:
+    """The files to publish, linked (or copied) into `staging`; `results.json` as a copy whose local paths (the
+    teacher's folder, a training file) are cut to their last part, so that no local folder name is published."""
+    for name in files:
+        source, target = folder / name, staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name == "results.json":
+            results = json.loads(source.read_text(encoding="utf-8"))
+            target.write_text(json.dumps(_without_local_paths(results), indent=2) + "\n", encoding="utf-8")
+            continue
+        try:
+            os.link(source, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(source, target)
+
+
+def _is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith(("~", "./", "../")) or ("/" in value and os.path.exists(value))
+
+
+def _without_local_paths(value):
+    if isinstance(value, dict):
+        return {key: _without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_local_paths(item) for item in value]
+    if isinstance(value, str) and _is_local_path(value):
+        return os.path.basename(os.path.normpath(value))
+    return value
 
 
 def _check_adapter_base_model(folder: Path) -> None:

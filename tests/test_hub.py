@@ -1,6 +1,7 @@
 """Publishing to the Hub, against the local Hub-compatible server of tests/hub_server.py (no network)."""
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -427,3 +428,18 @@ def test_fake_hub_rejects_anonymous_writes(fake_hub):
         api.create_repo("alice/tiny", token=False)
     assert info.value.response.status_code == 401
     assert fake_hub.requests[-1].authenticated is False
+
+
+def test_local_paths_in_results_are_not_published(fake_hub, model_folder, tmp_path):
+    results = {"teacher": {"name_or_path": str(tmp_path / "secret-host" / "teacher")},
+               "dataset": {"source": "./data/reviews.csv", "hub": "owner/dataset"},
+               "training": {"history": [{"note": "plain text / with a slash"}]}}
+    (model_folder / "results.json").write_text(json.dumps(results))
+    before = (model_folder / "results.json").read_bytes()
+    push_folder_to_hub(model_folder, "alice/tiny", token=fake_hub.token, endpoint=fake_hub.endpoint)
+    published = fake_hub.repo_files("alice/tiny")["results.json"].decode()
+    assert str(tmp_path) not in published and "secret-host" not in published and "./data" not in published
+    pushed = json.loads(published)
+    assert pushed["teacher"]["name_or_path"] == "teacher" and pushed["dataset"]["source"] == "reviews.csv"
+    assert pushed["dataset"]["hub"] == "owner/dataset" and pushed["training"] == results["training"]
+    assert (model_folder / "results.json").read_bytes() == before  # the local file keeps its paths
