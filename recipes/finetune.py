@@ -45,6 +45,7 @@ from hf_compact.io import write_json_atomic
 from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
 from hf_compact.model_card import add_card_arguments, card_inputs, hub_model_id
+from hf_compact.output_dir import create_work_dir, finish_output_dir, plan_output_dir
 
 
 def has_accelerator() -> bool:
@@ -166,21 +167,6 @@ def lora_mergeable(model) -> bool:
     from peft.tuners.lora import LoraLayer
 
     return all(getattr(m.get_base_layer(), "groups", 1) == 1 for m in model.modules() if isinstance(m, LoraLayer))
-
-
-def prepare_output_dir(args):
-    """Refuse to write over earlier results unless asked; resuming reuses the folder."""
-    existing = os.path.isdir(args.output_dir) and os.listdir(args.output_dir)
-    if existing and not (args.overwrite_output_dir or args.resume):
-        raise SystemExit(
-            f"Output folder {args.output_dir} exists and is not empty. Pass --resume to continue its run, "
-            "--overwrite_output_dir to replace it, or choose another --output_dir."
-        )
-    if args.resume and not (os.path.isdir(args.output_dir) and get_last_checkpoint(args.output_dir)):
-        raise SystemExit(f"--resume: no checkpoint-* folder in {args.output_dir} to continue from.")
-    if existing and args.overwrite_output_dir and not args.resume:
-        shutil.rmtree(args.output_dir)
-    os.makedirs(args.output_dir, exist_ok=True)
 
 
 def problem_type_of(args, data) -> str:
@@ -320,9 +306,9 @@ def metrics_function(problem_type, num_labels, teacher_labels):
     return compute_metrics
 
 
-def save_final_model(trainer, model, tokenizer, args):
+def save_final_model(trainer, model, tokenizer, args, output_dir):
     """Save the model (merged, full or adapter) and tokenizer into a staging folder, then move them into place."""
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=args.output_dir)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
     saved = "model"
     if args.lora_r and args.merge_lora:
         try:
@@ -336,7 +322,7 @@ def save_final_model(trainer, model, tokenizer, args):
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     for name in os.listdir(staging):
-        target = os.path.join(args.output_dir, name)
+        target = os.path.join(output_dir, name)
         if os.path.isdir(target):
             shutil.rmtree(target)
         os.replace(os.path.join(staging, name), target)
@@ -346,7 +332,10 @@ def save_final_model(trainer, model, tokenizer, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    prepare_output_dir(args)
+    # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
+    work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume)
+    if args.resume and not get_last_checkpoint(work_dir):
+        raise SystemExit(f"--resume: no checkpoint-* folder in {args.output_dir} to continue from.")
     set_seed(args.seed)
 
     data = load_recipe_dataset(
@@ -390,8 +379,11 @@ def main(argv=None):
             raise SystemExit("--teacher agreement is reported for sequence classification only.")
         teacher_labels = teacher_predictions(args, tokenized, collator, problem_type)
 
+    if int(os.environ.get("RANK", "0")) == 0:  # the first of the processes a launcher started, or the only one
+        create_work_dir(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
     training_args = TrainingArguments(
-        output_dir=args.output_dir,
+        output_dir=work_dir,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
@@ -426,7 +418,7 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=metrics_function(problem_type, num_labels, teacher_labels.get("validation")),
     )
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir) if args.resume else None)
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(work_dir) if args.resume else None)
 
     trainer.compute_metrics = metrics_function(problem_type, num_labels, teacher_labels.get("test"))
     # Test metrics of the float32 model that is saved: drop the autocast that --mixed_precision wrapped around the
@@ -439,9 +431,9 @@ def main(argv=None):
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
 
     if trainer.is_world_process_zero():
-        saved = save_final_model(trainer, trainer.model, tokenizer, args)
+        saved = save_final_model(trainer, trainer.model, tokenizer, args, work_dir)
         base = trainer.model.get_base_model() if args.lora_r else trainer.model
-        weights = os.path.join(args.output_dir,
+        weights = os.path.join(work_dir,
                                "adapter_model.safetensors" if saved == "adapter" else "model.safetensors")
         results = {
             "model_name": os.path.basename(os.path.abspath(args.output_dir)),
@@ -474,11 +466,12 @@ def main(argv=None):
             results["base_model"] = base_model_on_hub(args)
         if args.teacher:
             results["teacher"] = {"name_or_path": args.teacher}
-        write_json_atomic(os.path.join(args.output_dir, "results.json"), results)
+        write_json_atomic(os.path.join(work_dir, "results.json"), results)
         if not args.no_model_card:
             from hf_compact.model_card import write_model_card
 
-            write_model_card(args.output_dir, results, repo_id=args.hub_model_id)
+            write_model_card(work_dir, results, repo_id=args.hub_model_id)
+        finish_output_dir(work_dir, args.output_dir)  # the old folder, if any, gives way only now
         print(f"{saved} saved to {args.output_dir}")
         if args.push_to_hub:
             from hf_compact.hub import push_folder_to_hub

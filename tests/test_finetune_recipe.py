@@ -285,3 +285,15 @@ def test_merged_lora_is_a_plain_model_with_the_usual_card(tmp_path, trained_teac
     card = ModelCard.load(output / "README.md")
     assert card.data.library_name == "transformers" and "trust_remote_code=True" in card.text
     assert "AutoPeft" not in card.text
+
+
+def test_overwrite_with_a_typo_keeps_the_old_model(tmp_path, base_bert, synthetic_csv):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("earlier model")
+    with pytest.raises(ValueError, match="reviw"):
+        run(tmp_path, base_bert, synthetic_csv, "--overwrite_output_dir", "--text_column", "reviw")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "earlier model"
+
+    run(tmp_path, base_bert, synthetic_csv, "--overwrite_output_dir", "--max_steps", "2")
+    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the staging folder took the old one's place
