@@ -39,7 +39,9 @@ def save_checkpoint(accelerator, root: str | os.PathLike, completed_batches: int
     root = os.fspath(root)
     final = os.path.join(root, f"{PREFIX}{completed_batches}")
     staging = final + ".tmp"
+    os.makedirs(staging, exist_ok=True)  # every process writes its random states there
     accelerator.save_state(staging)
+    accelerator.wait_for_everyone()  # all processes' files are in before the folder moves
     if accelerator.is_main_process:
         write_json_atomic(os.path.join(staging, "progress.json"), {"completed_batches": completed_batches})
         if os.path.isdir(final):

@@ -132,6 +132,23 @@ def check_can_publish(repo_id: str, token: str | None = None) -> None:
         )
 
 
+def publishing_problem(push_to_hub: bool, hub_model_id: str | None) -> str | None:
+    """What is wrong with a recipe's `--push_to_hub` / `--hub_model_id` flags, checked offline before any training
+    (a repo id that is not `owner/name`, a missing token), or None."""
+    if push_to_hub and not hub_model_id:
+        return "--push_to_hub needs --hub_model_id owner/name."
+    if not hub_model_id:
+        return None
+    try:
+        if push_to_hub:
+            check_can_publish(hub_model_id)
+        else:  # named in the card's usage example even when not pushed
+            validate_repo_id(hub_model_id)
+    except (ValueError, RuntimeError) as error:
+        return str(error)
+    return None
+
+
 def files_to_publish(folder: str | os.PathLike) -> list[str]:
     """The files of `folder` (relative POSIX paths, sorted) that `push_folder_to_hub` uploads: everything except
     training leftovers (`checkpoints/`, `checkpoint-*/`, `runs/`, `teacher_cache/`, `*.pt`, `*.pth`, `*.bin`,

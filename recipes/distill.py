@@ -53,6 +53,7 @@ from transformers import (
 )
 
 import hf_compact
+from hf_compact.hub import publishing_problem
 from hf_compact.io import write_json_atomic
 from hf_compact.benchmarking import hardware_name
 from hf_compact.checkpointing import list_checkpoints, load_latest, save_checkpoint
@@ -68,6 +69,7 @@ from hf_compact.layer_map import default_layer_map, parse_layer_map
 from hf_compact.model_card import add_card_arguments, card_inputs, comparison_from_results, write_model_card
 from hf_compact.output_dir import check_free_space, create_work_dir, finish_output_dir, plan_output_dir
 from hf_compact.teacher_cache import teacher_logits_column
+from hf_compact.validation import load_config
 
 
 # Each task: the teacher's Auto class, the head its architecture name ends with, and the Hub pipeline tag.
@@ -177,15 +179,9 @@ def parse_args(argv=None):
     sources = [bool(args.train_file), bool(args.dataset_name), bool(args.builtin_dataset)]
     if sum(sources) != 1:
         parser.error("Give exactly one of --train_file, --dataset_name, --builtin_dataset.")
-    if args.push_to_hub:
-        if not args.hub_model_id:
-            parser.error("--push_to_hub needs --hub_model_id owner/name.")
-        from hf_compact.hub import check_can_publish
-
-        try:  # before training, not after an hour of it
-            check_can_publish(args.hub_model_id)
-        except (ValueError, RuntimeError) as error:
-            parser.error(str(error))
+    problem = publishing_problem(args.push_to_hub, args.hub_model_id)
+    if problem:
+        parser.error(problem)
     if args.student_dropout is not None and not 0 <= args.student_dropout < 1:
         parser.error(f"--student_dropout must be in [0, 1), got {args.student_dropout}.")
     for name in ("batch_size", "epochs", "gradient_accumulation_steps", "max_length", "keep_checkpoints",
@@ -198,18 +194,21 @@ def parse_args(argv=None):
 
 
 def load_data(args):
-    return load_recipe_dataset(
-        builtin_dataset=args.builtin_dataset, dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
-        text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
-        split_seed=args.split_seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-    )
+    try:
+        return load_recipe_dataset(
+            builtin_dataset=args.builtin_dataset, dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
+            text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
+            split_seed=args.split_seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        )
+    except ValueError as error:  # a column, label or split problem: the message says which
+        raise SystemExit(str(error)) from None
 
 
 def load_teacher(args):
     auto_class, wanted, _ = TASKS[args.task]
-    config = AutoConfig.from_pretrained(args.teacher)
+    config = load_config(args.teacher, "--teacher")
     if config.model_type not in hf_compact.conversion.SOURCE_MODEL_TYPES:
         raise SystemExit(
             f"The teacher is a {config.model_type!r} model; hf_compact distils BERT-family teachers of types "
@@ -219,7 +218,8 @@ def load_teacher(args):
     if architectures and not any(a.endswith(wanted) or a.endswith("ForPreTraining") for a in architectures):
         raise SystemExit(
             f"The teacher's head is {architectures[0]}, which does not fit --task {args.task} (needs *{wanted}). "
-            "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task."
+            + ("Give a teacher saved with a trained masked-LM head (its checkpoint holds the MLM weights)."
+               if args.task == "mlm" else "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task.")
         )
     return auto_class.from_pretrained(args.teacher, use_safetensors=True)
 
@@ -323,13 +323,13 @@ def fit_grouped_student(args, teacher, student, layer_map, train_set, collator):
     hf_compact.fit_grouped_projections(student, dense, loader)
 
 
-def init_description(args, student) -> str:
+def init_description(args, student, num_train_examples: int) -> str:
     if args.init == "scratch":
         return "scratch"
     if has_grouped_projections(student.config):
         if args.grouped_init == "fit":
-            return (f"teacher layers; grouped projections fitted to the dense ones on {args.grouped_init_samples} "
-                    "training examples")
+            return (f"teacher layers; grouped projections fitted to the dense ones on "
+                    f"{min(args.grouped_init_samples, num_train_examples)} training examples")
         return "teacher layers; grouped projections from their block-diagonal part"
     return "teacher layers"
 
@@ -618,10 +618,6 @@ def training_function(args):
     # Not prepared: the frozen teacher needs no gradient sync and stays out of the checkpoints.
     teacher = teacher.to(accelerator.device).eval()
 
-    run_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    if trackers:
-        accelerator.init_trackers("distill", config=run_config)
-
     teacher_metrics, teacher_predictions = {}, {}
     if args.task != "mlm":
         for split, loader in eval_dataloaders.items():
@@ -645,6 +641,13 @@ def training_function(args):
         chance = 1 / teacher.config.num_labels
         accuracy = teacher_metrics["validation"]["accuracy"]
         accelerator.print(f"teacher validation accuracy: {accuracy:.4f}")
+        if accuracy < chance / 2:
+            raise SystemExit(
+                f"The teacher is right on {100 * accuracy:.1f}% of the validation examples, far below chance "
+                f"({100 * chance:.1f}%): the data's label ids do not follow the teacher's id2label "
+                f"{[teacher.config.id2label[i] for i in range(teacher.config.num_labels)]}. Map the labels to those "
+                "ids (or use the label names) and run again."
+            )
         if accuracy < chance + 0.05:
             accelerator.print(
                 "\n" + "!" * 88 + f"\nWARNING: the teacher is near chance on the validation split ({accuracy:.3f} vs "
@@ -653,6 +656,10 @@ def training_function(args):
             )
     else:
         teacher_metrics["validation"] = evaluate_mlm(teacher, eval_dataloaders["validation"], accelerator)
+
+    run_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    if trackers:
+        accelerator.init_trackers("distill", config=run_config)
 
     completed_batches = 0
     checkpoint_root = os.path.join(work_dir, "checkpoints")
@@ -769,7 +776,7 @@ def training_function(args):
             "temperature": args.temperature,
             "loss_weights": objective.weights(),
             "layer_map": layer_map,
-            "init": init_description(args, accelerator.unwrap_model(student)),
+            "init": init_description(args, accelerator.unwrap_model(student), len(train_set)),
             "frozen": ["word embeddings"] if args.freeze_word_embeddings else [],
             "mixed_precision": accelerator.mixed_precision,
             "dropout": args.student_dropout,
@@ -785,7 +792,8 @@ def training_function(args):
         student_test, _ = evaluate(student, eval_dataloaders["test"], accelerator, teacher_predictions["test"])
         results["teacher"]["metrics"] = teacher_metrics["test"]
         results["student"]["metrics"] = student_test
-        results["retention"] = {"accuracy": student_test["accuracy"] / teacher_metrics["test"]["accuracy"]}
+        teacher_accuracy = max(teacher_metrics["test"]["accuracy"], 1e-12)
+        results["retention"] = {"accuracy": student_test["accuracy"] / teacher_accuracy}
         accelerator.print(
             f"test: teacher accuracy {teacher_metrics['test']['accuracy']:.4f}, student accuracy "
             f"{student_test['accuracy']:.4f} (retention {100 * results['retention']['accuracy']:.1f}%, agreement "
@@ -810,8 +818,6 @@ def training_function(args):
         if not args.no_model_card:
             write_model_card(work_dir, results, comparison=comparison_from_results(results),
                              repo_id=args.hub_model_id)
-    if trackers:
-        accelerator.end_training()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finish_output_dir(work_dir, args.output_dir)  # the old folder, if any, gives way only now
@@ -822,6 +828,8 @@ def training_function(args):
         url = push_folder_to_hub(args.output_dir, args.hub_model_id, private=args.hub_private,
                                  commit_message="Distilled with hf_compact")
         accelerator.print(f"pushed to {url}")
+    if trackers:
+        accelerator.end_training()  # last: it also ends the process group
     return results
 
 

@@ -28,7 +28,6 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -41,11 +40,13 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_compact  # noqa: F401  (registers the compact model types)
+from hf_compact.hub import publishing_problem
 from hf_compact.io import write_json_atomic
 from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
 from hf_compact.model_card import add_card_arguments, card_inputs, hub_model_id
 from hf_compact.output_dir import create_work_dir, finish_output_dir, plan_output_dir
+from hf_compact.validation import load_config
 
 
 def has_accelerator() -> bool:
@@ -137,15 +138,9 @@ def parse_args(argv=None):
             f"{args.model_name_or_path}, which nobody else can load. Push the base model to the Hub and pass its id "
             "with --hub_base_model owner/name, or merge the adapters into the weights with --merge_lora."
         )
-    if args.push_to_hub:
-        if not args.hub_model_id:
-            parser.error("--push_to_hub needs --hub_model_id owner/name.")
-        from hf_compact.hub import check_can_publish
-
-        try:  # before training, not after an hour of it
-            check_can_publish(args.hub_model_id)
-        except (ValueError, RuntimeError) as error:
-            parser.error(str(error))
+    problem = publishing_problem(args.push_to_hub, args.hub_model_id)
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -215,7 +210,7 @@ def check_labels(args, config, num_labels, names, problem_type):
 
 
 def load_model(args, num_labels, names, problem_type):
-    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    config = load_config(args.model_name_or_path, "--model_name_or_path")
     trained_head = check_labels(args, config, num_labels, names, problem_type)
     # A head that was never trained for labels is replaced when the data has another number of them.
     kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": not trained_head}
@@ -336,6 +331,7 @@ def main(argv=None):
     work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume)
     if args.resume and not get_last_checkpoint(work_dir):
         raise SystemExit(f"--resume: no checkpoint-* folder in {args.output_dir} to continue from.")
+    load_config(args.model_name_or_path, "--model_name_or_path")  # a mistyped folder, before the data is read
     set_seed(args.seed)
 
     data = load_recipe_dataset(
@@ -455,6 +451,11 @@ def main(argv=None):
                 "steps": trainer.state.global_step,
                 "learning_rate": args.learning_rate,
                 "batch_size": args.batch_size,
+                "distributed": {
+                    "num_processes": trainer.args.world_size,
+                    "per_device_batch_size": args.batch_size,
+                    "global_batch_size": args.batch_size * trainer.args.world_size * args.gradient_accumulation_steps,
+                },
                 "seed": args.seed,
                 "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
                 **({"lora": lora_record(trainer.model)} if args.lora_r else {}),

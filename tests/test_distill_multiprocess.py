@@ -70,12 +70,18 @@ def test_two_processes_run_and_match_one_process_with_the_same_global_batch(trai
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-4, msg=name)
 
 
-def test_torchrun_forms_one_group_of_two(trained_teacher, synthetic_csv, tmp_path):
+def test_torchrun_forms_one_group_of_two_and_replaces_the_old_folder(trained_teacher, synthetic_csv, tmp_path):
     out = tmp_path / "torchrun"
-    run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--max_steps", "2",
-               "--latency_batches", "0"), launcher=torchrun_two_processes())
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier run")
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--max_steps", "2",
+                        "--latency_batches", "0", "--report_to", "tensorboard", "--overwrite_output_dir"),
+                 launcher=torchrun_two_processes())
+    assert f"student saved to {out}" in result.stdout
     distributed = json.loads((out / "results.json").read_text())["training"]["distributed"]
     assert distributed["num_processes"] == 2 and len(set(distributed["rank_weight_checksums"])) == 1
+    assert not (out / "old.txt").exists() and not (tmp_path / "torchrun.incoming").exists()
+    assert list((out / "runs").rglob("*tfevents*"))  # the tracker ran and ended with the processes
 
 
 EVERY_HEAD_UNDER_DDP = textwrap.dedent('''

@@ -141,3 +141,33 @@ def test_a_damaged_teacher_cache_entry_is_rebuilt(trained_teacher, synthetic_csv
     results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b")]
     assert results[0]["teacher"]["metrics"] == results[1]["teacher"]["metrics"]
     assert "damaged" not in first.stderr
+
+
+def test_label_ids_in_another_order_than_the_teachers_are_refused(trained_teacher, tmp_path):
+    from conftest import synthetic_rows, write_csv
+
+    rows = [{"text": r["text"], "label": int(r["label"] == "negative")} for r in synthetic_rows(200, seed=3)]
+    data = write_csv(tmp_path / "swapped.csv", rows)  # 0 = positive here, 0 = negative for the teacher
+    result = run(common(trained_teacher, data, tmp_path / "out"), expect_ok=False)
+    assert result.returncode != 0 and "do not follow the teacher's id2label" in result.stderr, result.stderr[-2000:]
+    assert "distilling" not in result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_mistyped_teacher_folder_is_named_as_such(synthetic_csv, tmp_path):
+    result = run(common(tmp_path / "teachr", synthetic_csv, tmp_path / "out"), expect_ok=False)
+    assert result.returncode != 0 and "there is no such local folder" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_hub_id_that_is_not_owner_name_is_refused_even_without_a_push(trained_teacher, synthetic_csv, tmp_path):
+    result = run(common(trained_teacher, synthetic_csv, tmp_path / "out", "--hub_model_id", "badid"),
+                 expect_ok=False)
+    assert result.returncode != 0 and "Invalid Hub repo id 'badid'" in result.stderr
+
+
+def test_the_grouped_fit_reports_the_examples_it_used(trained_teacher, synthetic_csv, tmp_path):
+    run(common(trained_teacher, synthetic_csv, tmp_path / "out", "--student_type", "compact_squeezebert",
+               "--student_groups", "2", "--student_layers", "1", "--max_steps", "1", "--max_train_samples", "100",
+               "--latency_batches", "0"))
+    init = json.loads((tmp_path / "out" / "results.json").read_text())["training"]["init"]
+    assert "on 100 training examples" in init

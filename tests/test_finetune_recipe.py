@@ -237,7 +237,7 @@ def test_pushing_an_adapter_of_a_local_model_needs_its_hub_id(tmp_path, base_ber
     AutoTokenizer.from_pretrained(base_bert).save_pretrained(squeeze)
     with pytest.raises(SystemExit, match="cannot be merged.*--hub_base_model"):
         run(tmp_path, squeeze, synthetic_csv, *push, "--merge_lora")
-    assert not [name for name in os.listdir(tmp_path / "out") if name.startswith("checkpoint-")]
+    assert not (tmp_path / "out").exists()  # refused before any training
 
 
 def test_pushed_adapter_names_its_base_model_by_hub_id(tmp_path, base_bert, synthetic_csv, fake_hub, monkeypatch):
@@ -297,3 +297,5 @@ def test_overwrite_with_a_typo_keeps_the_old_model(tmp_path, base_bert, syntheti
     run(tmp_path, base_bert, synthetic_csv, "--overwrite_output_dir", "--max_steps", "2")
     assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the staging folder took the old one's place
+    distributed = json.loads((tmp_path / "out" / "results.json").read_text())["training"]["distributed"]
+    assert distributed == {"num_processes": 1, "per_device_batch_size": 16, "global_batch_size": 16}

@@ -1,11 +1,11 @@
 """One process against two on the same machine: the demo's compact_distilbert distillation run both ways.
 
-    python benchmarks/multiprocess.py --teacher outputs/demo/minilm-l6-rotten-tomatoes
+    python benchmarks/distill_processes.py --teacher outputs/demo/minilm-l6-rotten-tomatoes
 
 Runs recipes/distill.py on the Rotten Tomatoes splits with the demo's student settings, first as one process with
 every core, then under `accelerate launch --config_file recipes/accelerate_configs/cpu_2_processes.yaml` as two
 processes with one share of the cores each and half the per-process batch, so that both runs train with the same
-global batch. Prints and writes (`benchmarks/results/multiprocess_cpu.json`) each run's process count (read back
+global batch. Prints and writes (`benchmarks/results/distill_processes_cpu.json`) each run's process count (read back
 from its results.json), test accuracy, agreement with the teacher, training seconds and wall time, and the CPU.
 """
 
@@ -64,7 +64,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16"])
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "multiprocess_cpu.json"))
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "distill_processes_cpu.json"))
     args = parser.parse_args()
     cores = os.cpu_count()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
