@@ -471,7 +471,7 @@ def _training(results: dict, teacher: dict | None) -> list[str]:
                                           if _is_number(lora.get(name))]
         for key, label in (("target_modules", "on"), ("modules_to_save", "heads trained in full:")):
             if isinstance(lora.get(key), list) and lora[key]:
-                parts.append(f"{label} " + ", ".join(str(m) for m in lora[key]))
+                parts.append(f"{label} " + ", ".join(dict.fromkeys(str(m) for m in lora[key])))
         lines.append("LoRA: " + "; ".join(parts))
     init, layer_map = training.get("init"), training.get("layer_map")
     if isinstance(layer_map, list) and layer_map and all(isinstance(i, int) for i in layer_map):
@@ -606,12 +606,12 @@ def _speed(results: dict) -> dict:
     elif _is_number(length):
         conditions.append(f"sequence length {length:g}")
     if _is_number(speed.get("threads")):
-        conditions.append(f"{speed['threads']:g} threads")
+        conditions.append(f"{speed['threads']:g} thread" + ("s" if speed["threads"] != 1 else ""))
     hardware = speed.get("hardware")
     if isinstance(hardware, str) and hardware.strip():
         conditions.append(f"on {hardware.strip()}")
     if _is_number(speed.get("batches")):
-        conditions.append(f"median over {speed['batches']:g} batches")
+        conditions.append(f"median over {speed['batches']:g} batch" + ("es" if speed["batches"] != 1 else ""))
     out["conditions"] = conditions
     out["batch_size"] = batch if _is_number(batch) else None
     return out

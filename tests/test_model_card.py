@@ -463,7 +463,7 @@ def adapter_results(base="someone/rt-compact-distilbert"):
                                                "ignore_mismatched_sizes": True})
     results["training"] = {"method": "fine-tuning with LoRA (r=4)", "epochs": 1, "steps": 20,
                            "lora": {"r": 4, "alpha": 16, "target_modules": ["q_lin", "v_lin"],
-                                    "modules_to_save": ["pre_classifier", "classifier"]}}
+                                    "modules_to_save": ["pre_classifier", "classifier", "classifier"]}}
     results["config"] = {"model_type": "compact_distilbert", "n_layers": 2}
     return results
 
