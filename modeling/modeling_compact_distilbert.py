@@ -143,11 +143,10 @@ def _column_blocks(tokens: int, units: int) -> int:
     """Into how many column blocks inference splits a projection of `tokens` tokens (1: a plain matrix multiply).
 
     BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads
-    (`benchmarks/column_blocks.py`): the 6-layer base-size model's forward pass 1.22x faster at 32 tokens, 1.20x at 64,
-    1.10x at 128, no gain at 192 or 256. Each output is still one dot product over all the inputs, equal to the plain
-    path to float rounding. Blocks hold whole `units` (output features, or heads for q/k/v); there are twice as many
-    as threads where `units` allows. One thread, or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain
+    column blocks that one batched matrix multiply computes, each thread takes whole blocks
+    (`benchmarks/column_blocks.py` measures the gain, and where it stops). Each output is still one dot product over
+    all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output features, or heads
+    for q/k/v); there are twice as many as threads where `units` allows. One thread, or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain
     matrix multiply.
     """
     threads = torch.get_num_threads()

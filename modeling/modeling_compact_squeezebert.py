@@ -143,10 +143,8 @@ def _column_blocks(tokens: int, units: int) -> int:
     multiply).
 
     BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks. Measured on two threads
-    (`benchmarks/column_blocks.py`): a 6-layer base-size model with one group everywhere (a converted BERT) 1.23x
-    faster at 32 and 64 tokens, 1.21x at 128; the 12-layer model with SqueezeBERT's groups, where only the
-    post-attention projection has one group, 1.01-1.03x; no gain at 192 or 256 tokens. Each output is still one dot
+    column blocks that one batched matrix multiply computes, each thread takes whole blocks
+    (`benchmarks/column_blocks.py` measures the gain, and where it stops). Each output is still one dot
     product over all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output
     channels, or heads for q/k/v); there are twice as many as threads where `units` allows. One thread, or more
     tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply. Projections with several groups are
