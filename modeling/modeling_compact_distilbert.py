@@ -146,8 +146,8 @@ def _column_blocks(tokens: int, units: int) -> int:
     column blocks that one batched matrix multiply computes, each thread takes whole blocks
     (`benchmarks/column_blocks.py` measures the gain, and where it stops). Each output is still one dot product over
     all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output features, or heads
-    for q/k/v); there are twice as many as threads where `units` allows. One thread, or more tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain
-    matrix multiply.
+    for q/k/v); there are twice as many as threads where `units` allows. One thread, or more tokens than
+    `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply.
     """
     threads = torch.get_num_threads()
     if threads < 2 or tokens > COLUMN_BLOCK_MAX_TOKENS:
