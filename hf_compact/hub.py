@@ -108,8 +108,8 @@ def resolve_token(token: str | None = None) -> str:
         return stored
     raise ValueError(
         "No Hugging Face token found, and publishing to the Hub needs one with write access. Log in once with "
-        "`hf auth login`, or set the HF_TOKEN environment variable, or pass `token=`. Create a token at "
-        "https://huggingface.co/settings/tokens."
+        "`hf auth login`, or set the HF_TOKEN environment variable, or pass `token=` when calling from Python. "
+        "Create a token at https://huggingface.co/settings/tokens."
     )
 
 
