@@ -48,9 +48,7 @@ def cache_key(
     config = getattr(teacher, "config", None)
     if config is not None:
         digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    update_with_weights(digest, teacher)
     for column in ("input_ids", "token_type_ids"):
         if column in dataset.column_names:
             for ids in dataset.with_format("numpy", columns=[column]).iter(batch_size=4096):
@@ -61,6 +59,13 @@ def cache_key(
     if autocast_dtype is not None:  # float32 keys are those of earlier versions: their caches stay valid
         digest.update(f"autocast={autocast_dtype}".encode())
     return digest.hexdigest()[:24]
+
+
+def update_with_weights(digest, module: torch.nn.Module) -> None:
+    """Feed every tensor of `module`'s state dict, with its name, to a hashlib `digest`."""
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
 @torch.inference_mode()
@@ -186,4 +191,4 @@ def _expand(cached: datasets.Dataset, top_k: int | None) -> list:
     return rows
 
 
-__all__ = ["MASKED_LOGIT", "cache_key", "compute_teacher_logits", "teacher_logits_column"]
+__all__ = ["MASKED_LOGIT", "cache_key", "compute_teacher_logits", "teacher_logits_column", "update_with_weights"]

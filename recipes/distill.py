@@ -57,6 +57,7 @@ from hf_compact.hub import publishing_problem
 from hf_compact.io import write_json_atomic
 from hf_compact.benchmarking import hardware_name
 from hf_compact.checkpointing import list_checkpoints, load_latest, save_checkpoint
+from hf_compact.devices import has_accelerator
 from hf_compact.data import (
     EpochLengthGroupedSampler,
     label_names,
@@ -68,7 +69,7 @@ from hf_compact.distillation import DistillationConfig, Distiller, is_finite
 from hf_compact.layer_map import default_layer_map, parse_layer_map
 from hf_compact.model_card import add_card_arguments, card_inputs, comparison_from_results, write_model_card
 from hf_compact.output_dir import check_free_space, create_work_dir, finish_output_dir, plan_output_dir
-from hf_compact.teacher_cache import teacher_logits_column
+from hf_compact.teacher_cache import teacher_logits_column, update_with_weights
 from hf_compact.validation import load_config
 
 
@@ -441,16 +442,6 @@ def measure_latency(teacher, student, dataloader, num_batches):
     }
 
 
-def train_on_cpu(args) -> bool:
-    """The CPU when asked or when there is no GPU. Accelerate needs to be told: processes started by `accelerate
-    launch` or `torchrun` on a machine without a GPU then form one gloo group instead of each running alone."""
-    if args.cpu:
-        return True
-    if hasattr(torch, "accelerator"):
-        return not torch.accelerator.is_available()
-    return not torch.cuda.is_available()
-
-
 def output_bytes(args, student) -> int:
     """Disk space the run's outputs need: the saved student, plus the kept checkpoints (weights and AdamW state)."""
     weights = sum(p.numel() * p.element_size() for p in student.parameters())
@@ -459,9 +450,7 @@ def output_bytes(args, student) -> int:
 
 def weight_checksum(model) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    update_with_weights(digest, model)
     return digest.hexdigest()[:16]
 
 
@@ -503,7 +492,7 @@ def training_function(args):
     work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=args.resume)
     trackers = None if args.report_to == "none" else args.report_to
     accelerator = Accelerator(
-        cpu=train_on_cpu(args),
+        cpu=args.cpu or not has_accelerator(),
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=trackers,

@@ -42,19 +42,12 @@ from transformers.trainer_utils import get_last_checkpoint
 import hf_compact  # noqa: F401  (registers the compact model types)
 from hf_compact.hub import publishing_problem
 from hf_compact.io import write_json_atomic
+from hf_compact.devices import has_accelerator
 from hf_compact.data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from hf_compact.metrics import compute_classification_metrics, predictions_from_logits
 from hf_compact.model_card import add_card_arguments, card_inputs, hub_model_id
 from hf_compact.output_dir import create_work_dir, finish_output_dir, plan_output_dir
 from hf_compact.validation import load_config
-
-
-def has_accelerator() -> bool:
-    """A GPU or another device the Trainer would train on; without one, training runs on the CPU (where bf16 autocast
-    works on CPUs that support it)."""
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
-        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-    )
 
 
 def parse_args(argv=None):
