@@ -201,7 +201,8 @@ def load_data(args):
             dataset_config_name=args.dataset_config_name,
             train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
             text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
-            split_seed=args.split_seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+            split_seed=args.split_seed, max_train_samples=args.max_train_samples,
+            max_eval_samples=args.max_eval_samples,
         )
     except ValueError as error:  # a column, label or split problem: the message says which
         raise SystemExit(str(error)) from None
@@ -220,7 +221,8 @@ def load_teacher(args):
         raise SystemExit(
             f"The teacher's head is {architectures[0]}, which does not fit --task {args.task} (needs *{wanted}). "
             + ("Give a teacher saved with a trained masked-LM head (its checkpoint holds the MLM weights)."
-               if args.task == "mlm" else "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task.")
+               if args.task == "mlm"
+               else "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task.")
         )
     return auto_class.from_pretrained(args.teacher, use_safetensors=True)
 
