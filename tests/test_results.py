@@ -3,12 +3,14 @@ name the field and the file; the recipes' card inputs come from the argument dat
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from hf_compact.arguments import CardArguments, DataArguments
-from hf_compact.model_card import build_model_card
+from hf_compact.model_card import PLOT_FILENAME, build_model_card
 from hf_compact.results import (
     DatasetRecord,
     ModelRecord,
@@ -121,3 +123,26 @@ def test_card_inputs_come_from_the_argument_dataclasses(tmp_path):
                          model=ModelRecord(parameters=10, metrics={"accuracy": 0.5}),
                          **card_inputs(files, card, data, "test"))
     assert "license" in results.to_dict() and "short movie reviews" in build_model_card(results).text
+
+
+def without_model_details(text):
+    """The card without what the students' config.json (not in their results.json) fills: the Model details table
+    and the longest input."""
+    text = re.sub(r"; longer inputs must be truncated to \d+ tokens", "", text)
+    return re.sub(r"## Model details\n.*?\n## ", "## ", text, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: path.parent.name)
+def test_committed_cards_are_what_their_results_json_gives(path):
+    """The demo's committed cards are regenerated whenever the template changes: the card built now from each
+    results.json (with the comparison table the card lists) is the committed one."""
+    committed = ModelCard.load(path.parent / "README.md")
+    points = [
+        {"name": name, "role": role, "accuracy": float(accuracy.rstrip("%")) / 100, "latency_ms": float(latency)}
+        for name, role, accuracy, latency in re.findall(
+            r"^\| (.+?) \| (teacher|student|baseline) \| ([\d.]+%) \| ([\d.]+) \|$", committed.text, flags=re.MULTILINE)
+    ]
+    assert len(points) == 5
+    card = build_model_card(path, comparison=points, plot_file=PLOT_FILENAME)
+    assert card.data.to_dict() == committed.data.to_dict()
+    assert without_model_details(card.text) == without_model_details(committed.text)
