@@ -1,6 +1,7 @@
 """Accuracy-against-latency plots: where a student sits beside its teacher and other baselines.
 
-Drawn with matplotlib's Agg canvas directly (no pyplot, no display needed) and saved atomically as PNG.
+Drawn with matplotlib's Agg canvas directly (no pyplot, no display needed) and saved atomically as PNG
+(`hf_compact.io.atomic_path`).
 
 ```python
 >>> from hf_compact.plots import plot_accuracy_vs_latency
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
+
+from .io import atomic_path
 
 
 ROLES = ("teacher", "student", "baseline")
@@ -135,18 +137,8 @@ def plot_accuracy_vs_latency(
     figure.tight_layout()
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".plot-", suffix=".png.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
     return path
 
 

@@ -1,0 +1,148 @@
+"""The typed results record: every results.json written so far loads, round-trips and builds its card; type errors
+name the field and the file; the recipes' card inputs come from the argument dataclasses."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_compact.arguments import CardArguments, DataArguments
+from hf_compact.model_card import PLOT_FILENAME, build_model_card
+from hf_compact.results import (
+    DatasetRecord,
+    ModelRecord,
+    RunResults,
+    SeedRecord,
+    SpeedRecord,
+    TrainingRecord,
+    card_inputs,
+)
+
+
+COMMITTED = sorted((Path(__file__).resolve().parent.parent / "model_cards").glob("*/results.json"))
+
+
+def minimal(**fields):
+    return {
+        "model_name": "rt-student",
+        "model_type": "compact_distilbert",
+        "task": "text-classification",
+        "dataset": {"name": "reviews.csv", "split": "test", "num_examples": 200},
+        "student": {"parameters": 11_000_000, "metrics": {"accuracy": 0.81}},
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: path.parent.name)
+def test_committed_results_round_trip_and_build_their_card(path):
+    data = json.loads(path.read_text())
+    results = RunResults.load(path)
+    assert results.to_dict() == data
+    assert RunResults.from_dict(results.to_dict()) == results
+    assert "## Results" in build_model_card(results).text
+
+
+def test_committed_results_are_read_into_typed_records():
+    results = RunResults.load(COMMITTED[0].parent)  # the folder holding results.json
+    assert isinstance(results.training.seeds[0], SeedRecord) and results.training.seeds[0].seed == 1
+    assert results.speed.sequence_length == "real" and isinstance(results.speed.batch_size, int)
+    assert results.measured is results.student and results.is_distilled and not results.is_adapter
+
+
+def test_unknown_keys_are_kept_at_every_level(tmp_path):
+    data = minimal(future_field={"a": 1}, speed={"student_ms": 10.0, "cpu_flags": ["avx2"]})
+    data["student"]["kernels"] = "measured"
+    results = RunResults.from_dict(data)
+    assert results.extra == {"future_field": {"a": 1}} and results.speed.extra == {"cpu_flags": ["avx2"]}
+    path = results.save(tmp_path / "results.json")
+    assert json.loads(Path(path).read_text()) == data
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["student"].update(parameters="many"), r"'student\.parameters'.*is 'many'; it must be a whole number"),
+        (lambda d: d["student"].update(parameters=1.5), r"'student\.parameters'.*a whole number"),
+        (lambda d: d.update(training={"seeds": [{"seed": 1, "accuracy": 0.8}, {"seed": 2, "accuracy": "high"}]}),
+         r"'training\.seeds\[1\]\.accuracy'.*a number"),
+        (lambda d: d.update(speed={"sequence_length": [128]}), r"'speed\.sequence_length'.*a whole number or a string"),
+        (lambda d: d.update(dataset="reviews"), r"'dataset'.*a JSON object"),
+        (lambda d: d.update(training={"teacher_cache": "yes"}), r"'training\.teacher_cache'.*true or false"),
+    ],
+)
+def test_a_wrong_type_names_the_field_and_the_file(tmp_path, change, message):
+    data = minimal()
+    change(data)
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as error:
+        RunResults.load(tmp_path / "results.json")
+    assert str(tmp_path / "results.json") in str(error.value)
+
+
+def test_unmeasured_values_are_absent():
+    data = minimal(speed={"student_ms": math.nan, "hardware": None})
+    data["student"]["metrics"]["f1"] = math.nan
+    results = RunResults.from_dict(data)
+    assert results.student.metrics == {"accuracy": 0.81}
+    assert results.speed.student_ms is None and "hardware" not in results.speed.to_dict()
+
+
+def test_records_built_in_python_give_the_same_card_as_their_json():
+    results = RunResults(
+        model_name="rt-student", model_type="compact_distilbert", task="text-classification",
+        dataset=DatasetRecord(name="reviews.csv", split="test", num_examples=200),
+        student=ModelRecord(parameters=11_000_000, metrics={"accuracy": 0.81}),
+        training=TrainingRecord(method="distillation", seeds=[SeedRecord(seed=1, metrics={"accuracy": 0.81})]),
+        speed=SpeedRecord(student_ms=12.5, batch_size=32),
+    )
+    assert results.to_dict()["training"]["seeds"] == [{"seed": 1, "accuracy": 0.81}]
+    assert str(build_model_card(results)) == str(build_model_card(results.to_dict()))
+
+
+def test_card_inputs_come_from_the_argument_dataclasses(tmp_path):
+    data = {"test": [{"text": "  A   first review  ", "label": 1}, {"text": "second", "label": 0}]}
+    files = DataArguments(train_file=str(tmp_path / "reviews.csv"))
+    card = CardArguments(license=" mit ", language="en, fr", dataset_description="short movie reviews")
+    inputs = card_inputs(files, card, data, "test")
+    assert inputs["license"] == "mit" and inputs["language"] == ["en", "fr"]
+    assert inputs["dataset"] == DatasetRecord(name="reviews.csv", split="test", num_examples=2,
+                                              source=str(tmp_path / "reviews.csv"), description="short movie reviews",
+                                              example="A first review")
+
+    hub = DataArguments(dataset_name="someone/reviews", dataset_config_name="plain")
+    inputs = card_inputs(hub, CardArguments(language="en"), data, "test")
+    assert (inputs["license"], inputs["language"]) == (None, "en")
+    assert (inputs["dataset"].hub_id, inputs["dataset"].config, inputs["dataset"].name) == (
+        "someone/reviews", "plain", "someone/reviews")
+    assert card_inputs(hub, CardArguments()) == {"license": None, "language": None}
+    results = RunResults(model_name="m", model_type="bert", task="text-classification",
+                         model=ModelRecord(parameters=10, metrics={"accuracy": 0.5}),
+                         **card_inputs(files, card, data, "test"))
+    assert "license" in results.to_dict() and "short movie reviews" in build_model_card(results).text
+
+
+def without_model_details(text):
+    """The card without what the students' config.json (not in their results.json) fills: the Model details table
+    and the longest input."""
+    text = re.sub(r"; longer inputs must be truncated to \d+ tokens", "", text)
+    return re.sub(r"## Model details\n.*?\n## ", "## ", text, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: path.parent.name)
+def test_committed_cards_are_what_their_results_json_gives(path):
+    """The demo's committed cards are regenerated whenever the template changes: the card built now from each
+    results.json (with the comparison table the card lists) is the committed one."""
+    committed = ModelCard.load(path.parent / "README.md")
+    points = [
+        {"name": name, "role": role, "accuracy": float(accuracy.rstrip("%")) / 100, "latency_ms": float(latency)}
+        for name, role, accuracy, latency in re.findall(
+            r"^\| (.+?) \| (teacher|student|baseline) \| ([\d.]+%) \| ([\d.]+) \|$", committed.text, flags=re.MULTILINE)
+    ]
+    assert len(points) == 5
+    card = build_model_card(path, comparison=points, plot_file=PLOT_FILENAME)
+    assert card.data.to_dict() == committed.data.to_dict()
+    assert without_model_details(card.text) == without_model_details(committed.text)
