@@ -37,11 +37,12 @@ def base_bert(tmp_path_factory, tokenizer_dir):
     return folder
 
 
-def run(tmp_path, model, data, *extra):
+def run(tmp_path, model, data, *extra, progress=None):
     output = tmp_path / "out"
     argv = ["--model_name_or_path", str(model), "--train_file", str(data), "--output_dir", str(output),
-            "--epochs", "4", "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", *extra]
-    return finetune.main(argv), output
+            "--num_train_epochs", "4", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
+            "--report_to", "none", *extra]
+    return finetune.main(argv, progress)["model"]["metrics"], output
 
 
 def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
@@ -56,7 +57,7 @@ def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, syn
     card = (output / "README.md").read_text()
     assert f"{100 * metrics['accuracy']:.2f}" in card and "hf_compact" in card
     assert (results["license"], results["language"]) == ("mit", "en")  # as given, never assumed
-    first_test_text = finetune.load_recipe_dataset(train_file=str(synthetic_csv), text_column="text",
+    first_test_text = hf_compact.data.load_recipe_dataset(train_file=str(synthetic_csv), text_column="text",
                                                    label_column="label", split_seed=42)["test"][0]["text"]
     assert results["dataset"]["example"] == first_test_text
     assert f'classifier("{first_test_text}")' in card and "beautifully acted" not in card
@@ -67,7 +68,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, base_bert, syntheti
     _, output = run(tmp_path, base_bert, synthetic_csv, "--no_model_card", "--max_steps", "32")
     steps = sorted(int(d.split("-")[1]) for d in os.listdir(output) if d.startswith("checkpoint-"))
     assert steps and steps[-1] == 32
-    metrics, _ = run(tmp_path, base_bert, synthetic_csv, "--no_model_card", "--max_steps", "64", "--resume")
+    metrics, _ = run(tmp_path, base_bert, synthetic_csv, "--no_model_card", "--max_steps", "64",
+                     "--resume_from_checkpoint", "last")
     state = json.loads((output / "checkpoint-64" / "trainer_state.json").read_text())
     assert state["global_step"] == 64 and metrics["accuracy"] >= 0.8
 
@@ -104,14 +106,14 @@ def test_multi_label_and_regression(tmp_path, base_bert):
              for r in rows]
     (tmp_path / "multi.json").write_text("\n".join(json.dumps(r) for r in multi))
     metrics, output = run(tmp_path, base_bert, tmp_path / "multi.json", "--no_model_card", "--label_column", "labels",
-                          "--epochs", "2")
+                          "--num_train_epochs", "2")
     assert {"accuracy", "f1_micro"} <= set(metrics)
     assert AutoModelForSequenceClassification.from_pretrained(output).config.problem_type == (
         "multi_label_classification")
     regression = tmp_path / "regression.csv"
     write_csv(regression, [{"text": r["text"], "score": r["score"]} for r in rows])
     metrics, output = run(tmp_path / "r", base_bert, regression, "--no_model_card", "--label_column", "score",
-                          "--epochs", "2")
+                          "--num_train_epochs", "2")
     assert {"mse", "pearson"} <= set(metrics)
     assert AutoModelForSequenceClassification.from_pretrained(output).config.num_labels == 1
 
@@ -151,7 +153,7 @@ def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teach
 
 
 def test_steps_and_epochs_are_recorded_as_run(tmp_path, base_bert, synthetic_csv):
-    _, output = run(tmp_path, base_bert, synthetic_csv, "--epochs", "3", "--max_steps", "5", "--save_total_limit", "1")
+    _, output = run(tmp_path, base_bert, synthetic_csv, "--num_train_epochs", "3", "--max_steps", "5", "--save_total_limit", "1")
     results = json.loads((output / "results.json").read_text())
     steps_per_epoch = 512 // 16  # 640 examples less 10% validation and 10% test, batch 16
     assert results["training"]["steps"] == 5
@@ -196,7 +198,7 @@ def test_lora_adapter_is_saved_as_peft_writes_it(tmp_path, trained_teacher, synt
     work = tmp_path / "work"
     student = compact_student_folder(work / "student", trained_teacher)
     monkeypatch.chdir(work)
-    _, output = run(tmp_path, "student", synthetic_csv, "--lora_r", "4", "--epochs", "2")
+    _, output = run(tmp_path, "student", synthetic_csv, "--lora_r", "4", "--num_train_epochs", "2")
 
     adapter_config = json.loads((output / "adapter_config.json").read_text())
     assert os.path.isabs(adapter_config["base_model_name_or_path"])
