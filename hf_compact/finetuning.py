@@ -67,7 +67,8 @@ class ModelArguments:
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={"choices": ["sdpa", "eager"], "help": "Attention kernel while training (default: the model's). With bf16 on a CPU, eager trains "
+        metadata={"choices": ["sdpa", "eager"],
+                  "help": "Attention kernel while training (default: the model's). With bf16 on a CPU, eager trains "
                           "faster at short lengths. The saved model loads with the default."},
     )
     freeze_word_embeddings: bool = field(
@@ -329,7 +330,8 @@ def final_test_metrics(trainer: Trainer, test_split: datasets.Dataset) -> dict[s
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     metrics = trainer.evaluate(test_split, metric_key_prefix="test")
     skipped = ("loss", "runtime", "samples_per_second", "steps_per_second")
-    return {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_") and k[len("test_"):] not in skipped}
+    metrics = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+    return {k: v for k, v in metrics.items() if k not in skipped}
 
 
 # ---------------------------------------------------------------------------------------------------------------

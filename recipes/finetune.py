@@ -76,7 +76,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     warmup_steps: float = field(
         default=0.06, metadata={"help": "Warm-up steps; below 1, a share of the total steps."}
     )
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."})
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."}
+    )
     save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
     save_total_limit: int | None = field(
         default=2, metadata={"help": "Checkpoints kept in --output_dir (the best one is always kept)."}

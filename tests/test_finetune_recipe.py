@@ -5,7 +5,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 
 import datasets
@@ -23,6 +22,16 @@ from hub_server import fake_hub  # noqa: F401  (fixture)
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 sys.path.insert(0, RECIPES)
 import finetune  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small train many times faster on one thread than on two on a shared 2-core machine, where
+    threads wait for each other at every operation; the numbers checked are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +55,16 @@ def run(tmp_path, model, data, *extra, progress=None):
 
 
 def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
-    metrics, output = run(tmp_path, base_bert, synthetic_csv, "--license", "mit", "--language", "en")
+    reports = []
+    metrics, output = run(tmp_path, base_bert, synthetic_csv, "--license", "mit", "--language", "en",
+                          progress=reports.append)
     assert metrics["accuracy"] >= 0.9  # the synthetic task is learnable; chance is 0.5
+    steps = [p.step for p in reports if p.stage == "train"]
+    assert steps == list(range(1, 129)) and {p.total_steps for p in reports} == {128}  # 4 epochs of 512 / 16
+    evaluations = [p for p in reports if p.stage == "evaluate" and "eval_accuracy" in p.metrics]
+    assert [p.epoch for p in evaluations] == [1, 2, 3, 4] and evaluations[-1].metrics["eval_accuracy"] >= 0.9
+    assert [p.metrics["test_accuracy"] for p in reports if "test_accuracy" in p.metrics] == [metrics["accuracy"]]
+    assert "done" in [p.stage for p in reports]
     results = json.loads((output / "results.json").read_text())
     assert results["model"]["metrics"]["accuracy"] == metrics["accuracy"]
     assert results["training"]["problem_type"] == "single_label_classification"
@@ -106,14 +123,14 @@ def test_multi_label_and_regression(tmp_path, base_bert):
              for r in rows]
     (tmp_path / "multi.json").write_text("\n".join(json.dumps(r) for r in multi))
     metrics, output = run(tmp_path, base_bert, tmp_path / "multi.json", "--no_model_card", "--label_column", "labels",
-                          "--num_train_epochs", "2")
+                          "--max_steps", "4")
     assert {"accuracy", "f1_micro"} <= set(metrics)
     assert AutoModelForSequenceClassification.from_pretrained(output).config.problem_type == (
         "multi_label_classification")
     regression = tmp_path / "regression.csv"
     write_csv(regression, [{"text": r["text"], "score": r["score"]} for r in rows])
     metrics, output = run(tmp_path / "r", base_bert, regression, "--no_model_card", "--label_column", "score",
-                          "--num_train_epochs", "2")
+                          "--max_steps", "4")
     assert {"mse", "pearson"} <= set(metrics)
     assert AutoModelForSequenceClassification.from_pretrained(output).config.num_labels == 1
 
@@ -132,7 +149,7 @@ def test_token_classification(tmp_path, base_bert):
     assert config["id2label"] == {"0": "O", "1": "POS"}
 
 
-def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teacher, synthetic_csv):
+def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teacher, synthetic_csv, capsys):
     with pytest.raises(ValueError, match="Column\\(s\\) \\['review'\\] not found"):
         run(tmp_path, base_bert, synthetic_csv, "--text_column", "review")
     three = tmp_path / "three.csv"
@@ -145,15 +162,16 @@ def test_bad_input_is_refused_before_training(tmp_path, base_bert, trained_teach
     with pytest.raises(SystemExit, match="exists and is not empty"):
         run(tmp_path, base_bert, synthetic_csv)
     assert (tmp_path / "out" / "keep.txt").read_text() == "earlier results"
-    command = [sys.executable, os.path.join(RECIPES, "finetune.py"), "--model_name_or_path", str(base_bert),
-               "--train_file", str(synthetic_csv), "--output_dir", str(tmp_path / "x"), "--push_to_hub",
-               "--hub_model_id", "not-an-owner-slash-name"]
-    failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert failed.returncode != 0 and "owner/name" in failed.stderr
+    with pytest.raises(SystemExit) as failed:
+        finetune.main(["--model_name_or_path", str(base_bert), "--train_file", str(synthetic_csv), "--output_dir",
+                       str(tmp_path / "x"), "--push_to_hub", "--hub_model_id", "not-an-owner-slash-name"])
+    assert failed.value.code == 2 and "owner/name" in capsys.readouterr().err  # argparse's usage error
+    assert not (tmp_path / "x").exists()
 
 
 def test_steps_and_epochs_are_recorded_as_run(tmp_path, base_bert, synthetic_csv):
-    _, output = run(tmp_path, base_bert, synthetic_csv, "--num_train_epochs", "3", "--max_steps", "5", "--save_total_limit", "1")
+    _, output = run(tmp_path, base_bert, synthetic_csv, "--num_train_epochs", "3", "--max_steps", "5",
+                    "--save_total_limit", "1")
     results = json.loads((output / "results.json").read_text())
     steps_per_epoch = 512 // 16  # 640 examples less 10% validation and 10% test, batch 16
     assert results["training"]["steps"] == 5
@@ -198,7 +216,7 @@ def test_lora_adapter_is_saved_as_peft_writes_it(tmp_path, trained_teacher, synt
     work = tmp_path / "work"
     student = compact_student_folder(work / "student", trained_teacher)
     monkeypatch.chdir(work)
-    _, output = run(tmp_path, "student", synthetic_csv, "--lora_r", "4", "--num_train_epochs", "2")
+    _, output = run(tmp_path, "student", synthetic_csv, "--lora_r", "4", "--max_steps", "4")
 
     adapter_config = json.loads((output / "adapter_config.json").read_text())
     assert os.path.isabs(adapter_config["base_model_name_or_path"])
@@ -301,3 +319,35 @@ def test_overwrite_with_a_typo_keeps_the_old_model(tmp_path, base_bert, syntheti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the staging folder took the old one's place
     distributed = json.loads((tmp_path / "out" / "results.json").read_text())["training"]["distributed"]
     assert distributed == {"num_processes": 1, "per_device_batch_size": 16, "global_batch_size": 16}
+
+
+def test_flags_are_training_arguments_with_the_recipe_defaults(tmp_path, base_bert, synthetic_csv, capsys):
+    required = ["--model_name_or_path", str(base_bert), "--train_file", str(synthetic_csv), "--output_dir",
+                str(tmp_path / "out")]
+    *_, training_args = finetune.parse_args(required)
+    assert isinstance(training_args, finetune.TrainingArguments)
+    assert (training_args.eval_strategy, training_args.save_strategy) == ("epoch", "epoch")
+    assert training_args.load_best_model_at_end and training_args.save_total_limit == 2
+    assert training_args.report_to == ["tensorboard"] and training_args.per_device_train_batch_size == 32
+    assert training_args.metric_for_best_model == "auto"  # accuracy, or mse for regression, once the data is read
+    _, _, _, chosen = finetune.parse_args(required + ["--lr_scheduler_type", "cosine", "--num_train_epochs", "1.5",
+                                                      "--report_to", "none", "--save_total_limit", "1"])
+    assert (chosen.lr_scheduler_type, chosen.num_train_epochs, chosen.report_to, chosen.save_total_limit) == (
+        "cosine", 1.5, [], 1)
+
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Training batch size per device. (default: 32)" in help_text
+    assert "--resume_from_checkpoint" in help_text and "--hub_private_repo" in help_text
+
+    for argv, message in (
+        (required[:-2], "--output_dir"),
+        (required + ["--merge_lora"], "--merge_lora needs --lora_r"),
+        (required + ["--dataset_name", "someone/data"], "exactly one of --train_file and --dataset_name"),
+        (required + ["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
+        (required + ["--hub_base_model", "./here"], "--hub_base_model must be a Hub model id"),
+    ):
+        with pytest.raises(SystemExit) as failed:
+            finetune.parse_args(argv)
+        assert failed.value.code == 2 and message in capsys.readouterr().err, argv
