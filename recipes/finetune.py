@@ -67,8 +67,8 @@ class FinetuneTrainingArguments(TrainingArguments):
     )
     resume_from_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "Continue an interrupted run: 'last' for the newest checkpoint-* in --output_dir, or a "
-                          "checkpoint folder."},
+        metadata={"help": "Continue the interrupted run in --output_dir: 'last' for its newest checkpoint-*, or one "
+                          "of its checkpoint folders."},
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None, progress: ProgressCallback | None = None
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
     work_dir = plan_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resume=bool(resume))
-    if resume in ("last", "true", "True"):
+    if resume and resume.lower() in ("last", "true"):
         resume = get_last_checkpoint(work_dir)
         if not resume:
             raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {output_dir}.")
