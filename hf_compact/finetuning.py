@@ -3,7 +3,7 @@
 What the label column holds (`problem_type_of`, `label_count`) and whether a trained head fits it (`check_labels`);
 the model with its head and optional LoRA adapters (`ModelArguments`, `load_model`); the metrics the Trainer
 reports, with agreement against a teacher's predictions (`metrics_function`, `teacher_predictions`); and what a
-run leaves behind (`save_final_model`, `results_record`).
+run leaves behind (`save_final_model`, and `results_record`, its `hf_compact.results.RunResults`).
 
 ```python
 >>> from transformers import HfArgumentParser
@@ -17,7 +17,6 @@ run leaves behind (`save_final_model`, `results_record`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -43,7 +42,16 @@ from transformers.utils import logging
 from .arguments import CardArguments, DataArguments
 from .data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from .metrics import compute_classification_metrics, predictions_from_logits
-from .model_card import card_inputs, hub_model_id
+from .model_card import hub_model_id
+from .results import (
+    DistributedRecord,
+    LoraRecord,
+    ModelRecord,
+    RunResults,
+    TeacherRecord,
+    TrainingRecord,
+    card_inputs,
+)
 from .validation import load_config
 
 
@@ -266,17 +274,17 @@ def check_adapter_is_publishable(model, model_args: ModelArguments, push_to_hub:
         )
 
 
-def lora_record(model) -> dict:
+def lora_record(model) -> LoraRecord:
     """The LoRA set-up as run, for results.json and the card: rank, alpha, dropout, the adapted modules and the
     modules trained in full (the heads)."""
     config = model.peft_config[model.active_adapter]
-    return {
-        "r": config.r,
-        "alpha": config.lora_alpha,
-        "dropout": config.lora_dropout,
-        "target_modules": sorted(config.target_modules),
-        "modules_to_save": [name for name in config.modules_to_save or [] if hasattr(model.get_base_model(), name)],
-    }
+    return LoraRecord(
+        r=config.r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=sorted(config.target_modules),
+        modules_to_save=[name for name in config.modules_to_save or [] if hasattr(model.get_base_model(), name)],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,67 +370,55 @@ def save_final_model(model, tokenizer: PreTrainedTokenizerBase, output_dir: str,
     return saved
 
 
-def card_fields(data_args: DataArguments, card_args: CardArguments, data: datasets.DatasetDict,
-                split: str) -> dict:
-    """The results fields the model card reads about the data and what the user said (license, language): the one
-    place that adapts the recipe's dataclasses to `hf_compact.model_card`."""
-    namespace = argparse.Namespace(builtin_dataset=None, **vars(data_args), **vars(card_args))
-    return card_inputs(namespace, data, split)
-
-
 def results_record(trainer: Trainer, model_args: ModelArguments, data_args: DataArguments, card_args: CardArguments,
                    data: datasets.DatasetDict, *, output_dir: str, work_dir: str, saved: str, problem_type: str,
-                   metrics: dict[str, float], base_kwargs: dict) -> dict:
+                   metrics: dict[str, float], base_kwargs: dict) -> RunResults:
     """What results.json records of a fine-tuning run: the model and its test metrics, the training as run, the
-    data and the card's inputs."""
+    data and what the user said for the card."""
     args, model = trainer.args, trainer.model
     base = model.get_base_model() if hasattr(model, "peft_config") else model
     weights = os.path.join(work_dir, "adapter_model.safetensors" if saved == "adapter" else "model.safetensors")
     batch_size = args.per_device_train_batch_size
-    results = {
-        "model_name": os.path.basename(os.path.abspath(output_dir)),
-        "model_type": base.config.model_type,
-        "task": "token-classification" if problem_type == TOKEN_CLASSIFICATION else "text-classification",
-        "model": {
-            "name_or_path": model_args.model_name_or_path,
-            "parameters": base.num_parameters(),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "file_size_bytes": os.path.getsize(weights) if os.path.exists(weights) else None,
-            "saved_as": saved,
-            "metrics": metrics,
-            **({"base_model_kwargs": base_kwargs} if saved == "adapter" and base_kwargs else {}),
-        },
-        "training": {
-            "method": "fine-tuning" + (f" with LoRA (r={model_args.lora_r})" if model_args.lora_r else ""),
-            "problem_type": problem_type,
-            "epochs": trainer.state.epoch,  # as run: fractional when --max_steps ends an epoch early
-            "steps": trainer.state.global_step,
-            "learning_rate": args.learning_rate,
-            "batch_size": batch_size,
-            "distributed": {
-                "num_processes": args.world_size,
-                "per_device_batch_size": batch_size,
-                "global_batch_size": batch_size * args.world_size * args.gradient_accumulation_steps,
-            },
-            "seed": args.seed,
-            "history": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
-            **({"lora": lora_record(model)} if model_args.lora_r else {}),
-        },
-        "config": base.config.to_diff_dict(),
-        **card_fields(data_args, card_args, data, "test"),
-    }
-    if model_args.base_model_on_hub:
-        results["base_model"] = model_args.base_model_on_hub
-    if model_args.teacher:
-        results["teacher"] = {"name_or_path": model_args.teacher}
-    return results
+    return RunResults(
+        model_name=os.path.basename(os.path.abspath(output_dir)),
+        model_type=base.config.model_type,
+        task="token-classification" if problem_type == TOKEN_CLASSIFICATION else "text-classification",
+        model=ModelRecord(
+            name_or_path=model_args.model_name_or_path,
+            parameters=base.num_parameters(),
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            file_size_bytes=os.path.getsize(weights) if os.path.exists(weights) else None,
+            saved_as=saved,
+            metrics=metrics,
+            base_model_kwargs=base_kwargs if saved == "adapter" and base_kwargs else None,
+        ),
+        training=TrainingRecord(
+            method="fine-tuning" + (f" with LoRA (r={model_args.lora_r})" if model_args.lora_r else ""),
+            problem_type=problem_type,
+            epochs=trainer.state.epoch,  # as run: fractional when --max_steps ends an epoch early
+            steps=trainer.state.global_step,
+            learning_rate=args.learning_rate,
+            batch_size=batch_size,
+            distributed=DistributedRecord(
+                num_processes=args.world_size,
+                per_device_batch_size=batch_size,
+                global_batch_size=batch_size * args.world_size * args.gradient_accumulation_steps,
+            ),
+            seed=args.seed,
+            history=[entry for entry in trainer.state.log_history if "eval_loss" in entry],
+            lora=lora_record(model) if model_args.lora_r else None,
+        ),
+        config=base.config.to_diff_dict(),
+        base_model=model_args.base_model_on_hub,
+        teacher=TeacherRecord(name_or_path=model_args.teacher) if model_args.teacher else None,
+        **card_inputs(data_args, card_args, data, "test"),
+    )
 
 
 __all__ = [
     "ModelArguments",
     "add_lora",
     "best_model_metric",
-    "card_fields",
     "check_adapter_is_publishable",
     "check_labels",
     "final_test_metrics",

@@ -48,10 +48,10 @@ from hf_compact.finetuning import (
     tokenize_for_task,
 )
 from hf_compact.hub import publishing_problem, push_folder_to_hub
-from hf_compact.io import write_json_atomic
 from hf_compact.model_card import write_model_card
 from hf_compact.output_dir import create_work_dir, finish_output_dir, plan_output_dir
 from hf_compact.progress import ProgressCallback, TrainerProgress
+from hf_compact.results import RunResults
 from hf_compact.validation import load_config
 
 
@@ -134,9 +134,9 @@ def parse_args(argv: list[str] | None = None):
     return model_args, data_args, card_args, training_args
 
 
-def main(argv: list[str] | None = None, progress: ProgressCallback | None = None) -> dict:
-    """Fine-tune as `argv` says (the command line when None) and return what results.json records (on the other
-    processes of a launch, only the test metrics). `progress` receives each optimizer step and evaluation."""
+def main(argv: list[str] | None = None, progress: ProgressCallback | None = None) -> RunResults | None:
+    """Fine-tune as `argv` says (the command line when None) and return what results.json records (None on the
+    other processes of a launch). `progress` receives each optimizer step and evaluation."""
     model_args, data_args, card_args, training_args = parse_args(argv)
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
@@ -185,13 +185,13 @@ def main(argv: list[str] | None = None, progress: ProgressCallback | None = None
     metrics = final_test_metrics(trainer, tokenized["test"])
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if not trainer.is_world_process_zero():
-        return {"model": {"metrics": metrics}}
+        return None
 
     saved = save_final_model(trainer.model, tokenizer, work_dir, merge_lora=model_args.merge_lora)
     results = results_record(trainer, model_args, data_args, card_args, data, output_dir=output_dir,
                              work_dir=work_dir, saved=saved, problem_type=problem_type, metrics=metrics,
                              base_kwargs=base_kwargs)
-    write_json_atomic(os.path.join(work_dir, "results.json"), results)
+    results.save(os.path.join(work_dir, "results.json"))
     if not card_args.no_model_card:
         write_model_card(work_dir, results, repo_id=training_args.hub_model_id)
     finish_output_dir(work_dir, output_dir)  # the old folder, if any, gives way only now

@@ -51,7 +51,7 @@ def run(tmp_path, model, data, *extra, progress=None):
     argv = ["--model_name_or_path", str(model), "--train_file", str(data), "--output_dir", str(output),
             "--num_train_epochs", "4", "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
             "--report_to", "none", *extra]
-    return finetune.main(argv, progress)["model"]["metrics"], output
+    return finetune.main(argv, progress).model.metrics, output
 
 
 def test_single_label_learns_and_saves_a_loadable_model(tmp_path, base_bert, synthetic_csv):
