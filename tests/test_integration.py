@@ -22,6 +22,7 @@ from transformers import (
 )
 
 import hf_compact
+from hf_compact.model_types import COMPACT_TYPES
 
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
@@ -196,12 +197,13 @@ def test_a_folder_saved_as_one_head_loads_as_another_with_remote_code(tmp_path):
 def test_lora_with_default_targets_trains_saves_and_reloads(model_type, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    hf_compact.register_peft()
     config = AutoConfig.for_model(model_type, **CONFIGS[model_type])
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_config(config)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"))
     targets = {name.split(".")[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
-    assert targets == set(hf_compact.registration.LORA_TARGET_MODULES[model_type])
+    assert targets == set(COMPACT_TYPES[model_type].lora_target_modules)
     inputs = _inputs(model_type, "ForSequenceClassification")
     labels = torch.tensor([0, 1])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -229,6 +231,7 @@ def test_lora_with_default_targets_trains_saves_and_reloads(model_type, tmp_path
 def test_lora_rank_not_divisible_by_groups_is_a_clear_error():
     from peft import LoraConfig, get_peft_model
 
+    hf_compact.register_peft()
     config = AutoConfig.for_model("compact_squeezebert", **CONFIGS["compact_squeezebert"])
     model = AutoModelForSequenceClassification.from_config(config)
     with pytest.raises(ValueError, match="rank is divisible by groups"):
