@@ -45,38 +45,21 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from transformers.utils import logging
 
 from .layer_map import default_layer_map
-from .modeling import modeling_compact_distilbert, modeling_compact_squeezebert
-from .modeling.configuration_compact_distilbert import CompactDistilBertConfig
-from .modeling.configuration_compact_squeezebert import CompactSqueezeBertConfig
-from .registration import has_vocabulary
+from .model_types import COMPACT_MODEL_TYPES, SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, family, is_grouped
+from .registration import AUTO_CLASSES, compact_config_class, compact_model_class, has_vocabulary
 
 
 logger = logging.get_logger(__name__)
 
-SOURCE_MODEL_TYPES = ("bert", "distilbert", "squeezebert", "compact_distilbert", "compact_squeezebert")
-TARGET_MODEL_TYPES = ("compact_distilbert", "compact_squeezebert")
-SUPPORTED_HEADS = (
-    "Model",
-    "ForMaskedLM",
-    "ForSequenceClassification",
-    "ForTokenClassification",
-    "ForQuestionAnswering",
-    "ForMultipleChoice",
-)
+# The types a student may have (the name recipes/distill.py reads; the list itself is hf_compact.model_types').
+TARGET_MODEL_TYPES = COMPACT_MODEL_TYPES
+SUPPORTED_HEADS = tuple(AUTO_CLASSES)
 # Upstream architectures whose weights map onto one of the supported heads.
 _HEAD_ALIASES = {"ForPreTraining": "ForMaskedLM"}
-SQUEEZEBERT_GROUP_FIELDS = (
-    "q_groups",
-    "k_groups",
-    "v_groups",
-    "post_attention_groups",
-    "intermediate_groups",
-    "output_groups",
-)
-# Config fields whose change would alter the shape of a copied weight.
+# Config fields whose change would alter the shape of a copied weight, by the student's family.
 _SHAPE_FIELDS = {
-    "compact_distilbert": {"dim": "hidden_size", "hidden_dim": "intermediate_size", "vocab_size": "vocab_size"},
-    "compact_squeezebert": {
+    "distilbert": {"dim": "hidden_size", "hidden_dim": "intermediate_size", "vocab_size": "vocab_size"},
+    "squeezebert": {
         "hidden_size": "hidden_size",
         "embedding_size": "hidden_size",
         "intermediate_size": "intermediate_size",
@@ -134,9 +117,7 @@ def convert_to_compact(
 
     config = _student_config(teacher.config, target_type, hp, len(layers), config_overrides)
     config.teacher_layer_map = list(layers)
-    student_module = modeling_compact_distilbert if target_type == "compact_distilbert" else modeling_compact_squeezebert
-    prefix = "CompactDistilBert" if target_type == "compact_distilbert" else "CompactSqueezeBert"
-    student = getattr(student_module, prefix + head)(config)
+    student = compact_model_class(target_type, head)(config)
 
     canonical = _to_canonical(teacher.state_dict(), src_type, teacher.config)
     weights = _from_canonical(canonical, target_type, layers, config, student.base_model_prefix, head)
@@ -249,7 +230,7 @@ def _head_of(model: PreTrainedModel) -> str:
 
 def _source_hparams(config) -> dict[str, Any]:
     """The sizes every BERT-family config has, under one set of names."""
-    if config.model_type in ("distilbert", "compact_distilbert"):
+    if family(config.model_type) == "distilbert":
         return {
             "hidden_size": config.dim,
             "num_hidden_layers": config.n_layers,
@@ -279,7 +260,7 @@ def _source_hparams(config) -> dict[str, Any]:
 
 
 def _check_shape_overrides(target_type: str, hp: dict[str, Any], overrides: dict[str, Any]) -> None:
-    for field, source_name in _SHAPE_FIELDS[target_type].items():
+    for field, source_name in _SHAPE_FIELDS[family(target_type)].items():
         if field in overrides and overrides[field] != hp[source_name]:
             raise ValueError(
                 f"{field}={overrides[field]} differs from the teacher's {source_name}={hp[source_name]}: weights "
@@ -318,7 +299,7 @@ def _student_config(teacher_config, target_type: str, hp: dict[str, Any], num_la
         "problem_type": teacher_config.problem_type,
         "tie_word_embeddings": getattr(teacher_config, "tie_word_embeddings", True),
     }
-    if target_type == "compact_distilbert":
+    if not is_grouped(target_type):
         if hp["layer_norm_eps"] != 1e-12:
             raise ValueError(
                 f"The teacher's layer_norm_eps={hp['layer_norm_eps']} differs from the 1e-12 a DistilBERT-style "
@@ -334,10 +315,9 @@ def _student_config(teacher_config, target_type: str, hp: dict[str, Any], num_la
             "dropout": hp["hidden_dropout_prob"],
             "attention_dropout": hp["attention_probs_dropout_prob"],
         }
-        if teacher_config.model_type in ("distilbert", "compact_distilbert"):
+        if family(teacher_config.model_type) == "distilbert":
             for name in ("qa_dropout", "seq_classif_dropout", "sinusoidal_pos_embds"):
                 fields[name] = getattr(teacher_config, name)
-        config_class = CompactDistilBertConfig
     else:
         fields = {
             **common,
@@ -352,12 +332,11 @@ def _student_config(teacher_config, target_type: str, hp: dict[str, Any], num_la
             "layer_norm_eps": hp["layer_norm_eps"],
             "type_vocab_size": hp["type_vocab_size"] or 2,
         }
-        if teacher_config.model_type in ("squeezebert", "compact_squeezebert"):
+        if is_grouped(teacher_config.model_type):
             for name in SQUEEZEBERT_GROUP_FIELDS:
                 fields[name] = getattr(teacher_config, name)
-        config_class = CompactSqueezeBertConfig
     fields.update(overrides)
-    return config_class(**fields)
+    return compact_config_class(target_type)(**fields)
 
 
 # --- weights -------------------------------------------------------------------------------------------------------
@@ -402,12 +381,11 @@ _SQUEEZEBERT_LAYER_GROUPS = {
     "ffn_in": "intermediate_groups",
     "ffn_out": "output_groups",
 }
+# By family: a compact type has its upstream type's layout.
 _LAYOUT = {
     "bert": ("bert", "embeddings", "encoder.layer", _BERT_LAYER),
     "distilbert": ("distilbert", "embeddings", "transformer.layer", _DISTILBERT_LAYER),
-    "compact_distilbert": ("distilbert", "embeddings", "transformer.layer", _DISTILBERT_LAYER),
     "squeezebert": ("transformer", "embeddings", "encoder.layers", _SQUEEZEBERT_LAYER),
-    "compact_squeezebert": ("transformer", "embeddings", "encoder.layers", _SQUEEZEBERT_LAYER),
 }
 
 
@@ -451,9 +429,9 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> tuple[dic
 
 
 def _to_canonical(state_dict: dict[str, torch.Tensor], model_type: str, config) -> dict[str, Any]:
-    prefix, emb, layer_root, layer_names = _LAYOUT[model_type]
+    prefix, emb, layer_root, layer_names = _LAYOUT[family(model_type) or model_type]
     base, heads = _strip_prefix(state_dict, prefix)
-    grouped = model_type in ("squeezebert", "compact_squeezebert")
+    grouped = is_grouped(model_type)
     canonical: dict[str, Any] = {
         "word": base[f"{emb}.word_embeddings.weight"],
         "position": base[f"{emb}.position_embeddings.weight"],
@@ -496,14 +474,15 @@ def _to_canonical(state_dict: dict[str, torch.Tensor], model_type: str, config) 
 def _from_canonical(
     canonical: dict[str, Any], target_type: str, layers: list[int], config, base_prefix: str, head: str
 ) -> dict[str, torch.Tensor]:
-    _, emb, layer_root, layer_names = _LAYOUT[target_type]
+    _, emb, layer_root, layer_names = _LAYOUT[family(target_type)]
+    grouped = is_grouped(target_type)
     base_prefix = "" if head == "Model" else base_prefix + "."
     out: dict[str, torch.Tensor] = {}
     positions = config.max_position_embeddings
     position = canonical["position"][:positions].clone()
     token_type = canonical["token_type"]
     out[f"{emb}.word_embeddings.weight"] = canonical["word"]
-    if target_type == "compact_distilbert":
+    if not grouped:
         if token_type is not None:
             position = position + token_type[0]  # single-segment inputs always add token type 0
     else:
@@ -517,7 +496,7 @@ def _from_canonical(
         layer = canonical["layers"][teacher_index]
         for part, name in layer_names.items():
             weight, bias = layer[part]
-            if target_type == "compact_squeezebert" and part in _SQUEEZEBERT_LAYER_GROUPS:
+            if grouped and part in _SQUEEZEBERT_LAYER_GROUPS:
                 weight = _dense_to_block_diagonal(weight, getattr(config, _SQUEEZEBERT_LAYER_GROUPS[part]))
             out[f"{layer_root}.{student_index}.{name}.weight"] = weight
             out[f"{layer_root}.{student_index}.{name}.bias"] = bias
@@ -525,7 +504,7 @@ def _from_canonical(
 
     heads = canonical["heads"]
     if "pooler" in heads:
-        if target_type == "compact_distilbert":
+        if not grouped:
             out["pre_classifier.weight"], out["pre_classifier.bias"] = heads["pooler"]
         else:
             out[base_prefix + "pooler.dense.weight"], out[base_prefix + "pooler.dense.bias"] = heads["pooler"]
@@ -533,7 +512,7 @@ def _from_canonical(
         if name in heads:
             out[f"{name}.weight"], out[f"{name}.bias"] = heads[name]
     if "mlm_transform" in heads:
-        if target_type == "compact_distilbert":
+        if not grouped:
             out["vocab_transform.weight"], out["vocab_transform.bias"] = heads["mlm_transform"]
             out["vocab_layer_norm.weight"], out["vocab_layer_norm.bias"] = heads["mlm_ln"]
             out["vocab_projector.weight"], out["vocab_projector.bias"] = heads["mlm_decoder"], heads["mlm_bias"]

@@ -14,11 +14,12 @@ Padding positions are counted, since a padded batch computes them.
 
 from __future__ import annotations
 
+from .model_types import SQUEEZEBERT_GROUP_FIELDS
+
 
 def _projection_groups(config) -> dict[str, int]:
     """Groups of q, k, v, attention output, intermediate and output projections (1 where dense)."""
-    names = ("q_groups", "k_groups", "v_groups", "post_attention_groups", "intermediate_groups", "output_groups")
-    return {name: int(getattr(config, name, 1) or 1) for name in names}
+    return {name: int(getattr(config, name, 1) or 1) for name in SQUEEZEBERT_GROUP_FIELDS}
 
 
 def layer_flops_per_token(config, sequence_length: int) -> int:

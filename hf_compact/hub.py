@@ -31,6 +31,7 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 from transformers.utils import logging
 
+from .io import write_json_atomic
 
 try:  # the HTTP client huggingface_hub is built on: httpx2 from huggingface_hub 2, httpx before
     import httpx2 as _http
@@ -220,7 +221,7 @@ def _stage(folder: Path, files: list[str], staging: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == "results.json":
             results = json.loads(source.read_text(encoding="utf-8"))
-            target.write_text(json.dumps(_without_local_paths(results), indent=2) + "\n", encoding="utf-8")
+            write_json_atomic(target, _without_local_paths(results))
             continue
         try:
             os.link(source, target)

@@ -2,7 +2,7 @@
 
 `compact_distilbert` is DistilBERT's architecture and `compact_squeezebert` SqueezeBERT's, with the same parameter
 names and shapes: that is why upstream checkpoints load into the compact classes as they are (each compact
-configuration lists the upstream type it reads in `COMPATIBLE_MODEL_TYPES`). `save_as_upstream` goes the other way:
+registry, `hf_compact.model_types.COMPACT_TYPES`, names the upstream type each compact type reads). `save_as_upstream` goes the other way:
 it builds the matching upstream class (`DistilBertForSequenceClassification`, `SqueezeBertForMaskedLM`, ...), loads
 the compact weights into it, checks that every weight found its place, and lets that class write the folder. The
 folder then loads with transformers alone, no `trust_remote_code`, and gives the compact model's outputs.
@@ -27,14 +27,14 @@ True
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .conversion import _load_tokenizer
-from .registration import AUTO_CLASSES, MODEL_TYPES
+from .model_types import COMPACT_TYPES
+from .registration import AUTO_CLASSES
 
 
 logger = logging.get_logger(__name__)
@@ -110,19 +110,17 @@ def _upstream_model_for(model: PreTrainedModel) -> PreTrainedModel:
     """The upstream class matching `model`'s type and head, built from its configuration in its dtype."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     name = type(model).__name__
-    if model_type not in MODEL_TYPES or not name.startswith(MODEL_TYPES[model_type][2]):
+    compact = COMPACT_TYPES.get(model_type)
+    if compact is None or not name.startswith(compact.class_prefix):
         raise ValueError(
-            f"save_as_upstream saves compact_distilbert or compact_squeezebert models; got {name} (model type "
+            f"save_as_upstream saves {' or '.join(COMPACT_TYPES)} models; got {name} (model type "
             f"{model_type!r}). For a PEFT model, merge its adapters first: `model = model.merge_and_unload()`."
         )
-    config_class, _, prefix = MODEL_TYPES[model_type]
-    head = name[len(prefix) :]
+    head = name[len(compact.class_prefix) :]
     if head not in AUTO_CLASSES:
         raise ValueError(f"{name} has no upstream counterpart; the heads that do are {sorted(AUTO_CLASSES)}.")
-    compatible = sys.modules[config_class.__module__].COMPATIBLE_MODEL_TYPES
-    upstream_type = next(other for other in compatible if other != model_type)
     fields = {key: value for key, value in model.config.to_dict().items() if key not in _KEYS_NOT_CARRIED}
-    upstream_config = AutoConfig.for_model(upstream_type, **fields)
+    upstream_config = AutoConfig.for_model(compact.upstream, **fields)
     return AUTO_CLASSES[head].from_config(upstream_config).to(model.dtype)
 
 

@@ -35,6 +35,7 @@ def test_a_failed_side_by_side_run_stops_with_its_log(tmp_path):
     assert (tmp_path / "demo" / "logs" / "broken_seed_1.log").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     output, cards = tmp_path / "demo", tmp_path / "cards"
     stdout = run_demo(output, cards)

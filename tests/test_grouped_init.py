@@ -5,7 +5,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import hf_compact
-from hf_compact.conversion import SQUEEZEBERT_GROUP_FIELDS
+from hf_compact.model_types import SQUEEZEBERT_GROUP_FIELDS
 
 
 GROUPS = dict(q_groups=2, k_groups=2, v_groups=2, intermediate_groups=2, output_groups=2)

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 import hf_compact
+from hf_compact.model_types import COMPACT_TYPES
 
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
@@ -140,48 +141,65 @@ REMOTE_SCRIPT = textwrap.dedent(
     import torch
     import transformers
 
-    folder, head, inputs_file, outputs_file = sys.argv[1:]
+    jobs_file, outputs_file = sys.argv[1:]
     try:
         import hf_compact  # noqa: F401
         raise SystemExit("hf_compact should not be importable in this check")
     except ImportError:
         pass
-    auto_class = getattr(transformers, "AutoModel" if head == "Model" else "AutoModel" + head)
-    model = auto_class.from_pretrained(folder, trust_remote_code=True).eval()
-    assert "hf_compact" not in type(model).__module__, type(model).__module__
-    inputs = {k: torch.tensor(v) for k, v in json.load(open(inputs_file)).items()}
-    with torch.no_grad():
-        output = model(**inputs)
-    first = output.logits if getattr(output, "logits", None) is not None else output[0]
-    json.dump({"output": first.tolist(), "class": type(model).__name__}, open(outputs_file, "w"))
+    outputs = {}
+    for job in json.load(open(jobs_file)):
+        head = job["head"]
+        auto_class = getattr(transformers, "AutoModel" if head == "Model" else "AutoModel" + head)
+        model = auto_class.from_pretrained(job["folder"], trust_remote_code=True).eval()
+        assert "hf_compact" not in type(model).__module__, type(model).__module__
+        inputs = {k: torch.tensor(v) for k, v in job["inputs"].items()}
+        with torch.no_grad():
+            output = model(**inputs)
+        first = output.logits if getattr(output, "logits", None) is not None else output[0]
+        outputs[job["name"]] = {"output": first.tolist(), "class": type(model).__name__}
+    json.dump(outputs, open(outputs_file, "w"))
     """
 )
+REMOTE_HEADS = ["Model", "ForSequenceClassification", "ForMaskedLM", "ForMultipleChoice"]
 
 
-@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification", "ForMaskedLM", "ForMultipleChoice"])
-@pytest.mark.parametrize("model_type", list(CONFIGS))
-def test_trust_remote_code_without_hf_compact_gives_identical_outputs(model_type, head, tmp_path):
-    config = AutoConfig.for_model(model_type, **CONFIGS[model_type])
-    torch.manual_seed(0)
-    model = AUTO_CLASSES[head].from_config(config).eval()
-    # Saved as the sequence classifier, loaded as another head: the auto_map names every head.
-    model.save_pretrained(tmp_path / "model")
-    inputs = _inputs(model_type, head)
-    (tmp_path / "inputs.json").write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+@pytest.fixture(scope="module")
+def remote_code_outputs(tmp_path_factory):
+    """Each (model type, head) saved, then loaded with trust_remote_code in one interpreter without hf_compact."""
+    root = tmp_path_factory.mktemp("remote")
+    jobs, expected = [], {}
+    for model_type in CONFIGS:
+        config = AutoConfig.for_model(model_type, **CONFIGS[model_type])
+        for head in REMOTE_HEADS:
+            name = f"{model_type}-{head}"
+            torch.manual_seed(0)
+            model = AUTO_CLASSES[head].from_config(config).eval()
+            model.save_pretrained(root / name)
+            inputs = _inputs(model_type, head)
+            with torch.no_grad():
+                expected[name] = (type(model).__name__, _first_output(model(**inputs)))
+            jobs.append({"name": name, "head": head, "folder": str(root / name),
+                         "inputs": {k: v.tolist() for k, v in inputs.items()}})
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(root / "modules")}
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path / "model"), head, str(tmp_path / "inputs.json"),
-         str(tmp_path / "out.json")],
+        [sys.executable, "-c", REMOTE_SCRIPT, str(root / "jobs.json"), str(root / "out.json")],
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    remote = json.loads((tmp_path / "out.json").read_text())
-    assert remote["class"] == type(model).__name__
-    with torch.no_grad():
-        expected = _first_output(model(**inputs))
+    remote = json.loads((root / "out.json").read_text())
+    return {name: (remote[name], expected[name]) for name in expected}
+
+
+@pytest.mark.parametrize("head", REMOTE_HEADS)
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_trust_remote_code_without_hf_compact_gives_identical_outputs(model_type, head, remote_code_outputs):
+    remote, (class_name, expected) = remote_code_outputs[f"{model_type}-{head}"]
+    assert remote["class"] == class_name
     torch.testing.assert_close(torch.tensor(remote["output"]), expected, atol=1e-6, rtol=0)
 
 
@@ -196,12 +214,13 @@ def test_a_folder_saved_as_one_head_loads_as_another_with_remote_code(tmp_path):
 def test_lora_with_default_targets_trains_saves_and_reloads(model_type, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    hf_compact.register_peft()
     config = AutoConfig.for_model(model_type, **CONFIGS[model_type])
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_config(config)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"))
     targets = {name.split(".")[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
-    assert targets == set(hf_compact.registration.LORA_TARGET_MODULES[model_type])
+    assert targets == set(COMPACT_TYPES[model_type].lora_target_modules)
     inputs = _inputs(model_type, "ForSequenceClassification")
     labels = torch.tensor([0, 1])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -229,6 +248,7 @@ def test_lora_with_default_targets_trains_saves_and_reloads(model_type, tmp_path
 def test_lora_rank_not_divisible_by_groups_is_a_clear_error():
     from peft import LoraConfig, get_peft_model
 
+    hf_compact.register_peft()
     config = AutoConfig.for_model("compact_squeezebert", **CONFIGS["compact_squeezebert"])
     model = AutoModelForSequenceClassification.from_config(config)
     with pytest.raises(ValueError, match="rank is divisible by groups"):

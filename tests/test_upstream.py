@@ -82,6 +82,7 @@ def test_a_saved_compact_model_exports_with_a_given_tokenizer_and_no_remote_code
 def test_what_upstream_cannot_represent_is_refused_before_writing(tmp_path):
     from peft import LoraConfig, get_peft_model
 
+    hf_compact.register_peft()
     with pytest.raises(ValueError, match="compact_distilbert or compact_squeezebert"):
         hf_compact.save_as_upstream(transformers.BertModel(transformers.BertConfig(
             vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)),
