@@ -241,6 +241,10 @@ def add_lora(model: PreTrainedModel, model_args: ModelArguments, problem_type: s
     model.name_or_path = model.config._name_or_path = model_args.base_model_reference
     heads = [name for name in ("pre_classifier", "classifier") if hasattr(model, name)]
     targets = model_args.lora_target_modules
+    if not targets:  # the model type's registered defaults
+        from .registration import register_peft
+
+        register_peft()
     lora = LoraConfig(
         task_type=TaskType.TOKEN_CLS if problem_type == TOKEN_CLASSIFICATION else TaskType.SEQ_CLS,
         r=model_args.lora_r,

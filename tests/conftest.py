@@ -14,10 +14,6 @@ import hf_compact
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# PEFT's default targets for the compact types, as a user registers them before LoRA without `target_modules` (the
-# fine-tuning recipe's --lora_r, the README's PEFT example). tests/test_imports.py checks the call itself in a fresh
-# interpreter.
-hf_compact.register_peft()
 # The suite's models are tiny (hidden size 32): sharing each small matrix product between threads costs more than it
 # saves, and far more when other processes hold the cores. Tests of thread-dependent code set their own count.
 torch.set_num_threads(1)
