@@ -38,7 +38,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from transformers import AutoTokenizer, HfArgumentParser
 
 from hf_compact.arguments import CardArguments, DataArguments
-from hf_compact.checkpointing import list_checkpoints, resume_from, save_checkpoint
+from hf_compact.checkpointing import resume_from, save_checkpoint
 from hf_compact.data import collator_for_task, load_recipe_dataset, tokenize_for_task
 from hf_compact.devices import has_accelerator
 from hf_compact.distill_arguments import DistillTrainingArguments, ModelArguments
@@ -52,14 +52,26 @@ from hf_compact.distill_models import (
     output_bytes,
     preflight,
 )
-from hf_compact.distill_training import ProgressBar, eval_dataloaders, optimizer_and_schedule, reporter, train_dataloader
-from hf_compact.distillation import DistillationConfig, Distiller, is_finite
+from hf_compact.distill_training import (
+    ProgressBar,
+    eval_dataloaders,
+    optimizer_and_schedule,
+    reporter,
+    train_dataloader,
+)
+from hf_compact.distillation import DistillationConfig, Distiller, stop_unless_finite
 from hf_compact.hub import publishing_problem, push_folder_to_hub
 from hf_compact.io import write_json_atomic
 from hf_compact.model_card import comparison_from_results, write_model_card
-from hf_compact.output_dir import check_free_space, create_work_dir, finish_output_dir, plan_output_dir, save_model_atomic
+from hf_compact.output_dir import (
+    check_free_space,
+    create_work_dir,
+    finish_output_dir,
+    plan_output_dir,
+    save_model_atomic,
+)
 from hf_compact.progress import Progress, ProgressCallback
-from hf_compact.teacher_cache import teacher_logits_column
+from hf_compact.teacher_cache import add_teacher_logits
 
 
 class RunArguments:
@@ -90,11 +102,39 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     return run
 
 
+def scores(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
 def load_data(args: DataArguments):
     try:
         return load_recipe_dataset(**{k: v for k, v in vars(args).items() if k != "max_length"})
     except ValueError as error:  # a column, label or split problem: the message says which
         raise SystemExit(str(error)) from None
+
+
+def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
+    """Teacher, tokenizer, student (and its layer map), distiller, data and its tokenized splits, once every check
+    has passed; then the work folder is created."""
+    model_args, objective, args = run.model, run.objective, run.training
+    teacher = load_teacher(model_args.teacher, model_args.task)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.teacher)
+    student, layer_map = build_student(model_args, teacher, eager_attention=objective.needs_attentions)
+    if objective.needs_attentions:
+        teacher.set_attn_implementation("eager")
+    distiller = Distiller.between(objective, layer_map, student, teacher)
+    with accelerator.main_process_first():
+        data = load_data(run.data)
+        preflight(model_args.task, teacher, student, tokenizer, data, run.data.label_column, run.data.max_length)
+        tokenized = tokenize_for_task(data, tokenizer, model_args.task, text_column=run.data.text_column,
+                                      text_pair_column=run.data.text_pair_column,
+                                      label_column=run.data.label_column, max_length=run.data.max_length)
+    check_free_space(work_dir, output_bytes(student, args.save_total_limit if args.save_steps else 0))
+    if accelerator.is_main_process:
+        create_work_dir(work_dir)
+    accelerator.wait_for_everyone()
+
+    return teacher, tokenizer, student, layer_map, distiller, data, tokenized
 
 
 def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> dict:
@@ -113,23 +153,8 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                       f"{torch.get_num_threads()} thread(s) each")
     set_seed(args.seed)
 
-    teacher = load_teacher(model_args.teacher, model_args.task)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.teacher)
-    student, layer_map = build_student(model_args, teacher, eager_attention=objective.needs_attentions)
-    if objective.needs_attentions:
-        teacher.set_attn_implementation("eager")
-    distiller = Distiller.between(objective, layer_map, student, teacher)
-    with accelerator.main_process_first():
-        data = load_data(run.data)
-        preflight(model_args.task, teacher, student, tokenizer, data, run.data.label_column, run.data.max_length)
-        tokenized = tokenize_for_task(data, tokenizer, model_args.task, text_column=run.data.text_column,
-                                      text_pair_column=run.data.text_pair_column,
-                                      label_column=run.data.label_column, max_length=run.data.max_length)
-    check_free_space(work_dir, output_bytes(student, args.save_total_limit if args.save_steps else 0))
-    if accelerator.is_main_process:
-        create_work_dir(work_dir)
-    accelerator.wait_for_everyone()
-
+    teacher, tokenizer, student, layer_map, distiller, data, tokenized = get_models_and_data(run, accelerator,
+                                                                                             work_dir)
     collator = collator_for_task(tokenizer, model_args.task)
     teacher = teacher.to(accelerator.device).eval()  # never prepared: frozen, and out of the checkpoints
     use_cache = model_args.task != "mlm" and not objective.needs_teacher_forward and not model_args.no_teacher_cache
@@ -139,12 +164,10 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     if use_cache:  # soft targets in the training precision, as the teacher would give them in the loop
         start = time.perf_counter()
         with accelerator.main_process_first():
-            column = teacher_logits_column(
+            train_set = add_teacher_logits(
                 teacher, train_set, cache_dir, collator, top_k=model_args.teacher_cache_top_k,
                 batch_size=args.per_device_eval_batch_size, show_progress=accelerator.is_local_main_process,
-                autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
-            )
-        train_set = train_set.add_column("teacher_logits", [row.tolist() for row in column])
+                autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
         cache_seconds = time.perf_counter() - start  # a forward pass over the data, or a read from disk
     if not args.resume_from_checkpoint:
         fit_grouped_student(model_args, teacher, student, layer_map, train_set, collator,
@@ -165,7 +188,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     teacher_metrics, teacher_predictions = evaluate_teacher(
         model_args.task, teacher, eval_sets, eval_loaders, accelerator, collator, args.per_device_eval_batch_size,
         cache_dir if use_cache else None)
-    accelerator.print("teacher validation " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics["validation"].items()))
+    accelerator.print(f"teacher validation {scores(teacher_metrics['validation'])}")
     accelerator.init_trackers("distill", config={k: v for group in vars(run).values() for k, v in vars(group).items()
                                                  if isinstance(v, (int, float, str, bool))})
     report = reporter(ProgressBar("distilling" if objective.uses_teacher else "training on labels alone",
@@ -192,12 +215,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                     student_outputs = student(**objective.student_inputs(batch), **objective.output_flags())
                 mask = batch["attention_mask"] if student_outputs.logits.dim() == 3 else None
                 loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, mask)
-                if not is_finite(loss):
-                    kept = list_checkpoints(os.path.join(work_dir, "checkpoints"))
-                    raise SystemExit(
-                        f"The loss became {float(loss)} at batch {completed_batches} (parts: {parts}). Training "
-                        f"stopped; the last good checkpoint is kept in {kept[-1] if kept else 'none (none saved)'}. "
-                        "Lower --learning_rate or --temperature, or use --mixed_precision no.")
+                stop_unless_finite(loss, parts, completed_batches, os.path.join(work_dir, "checkpoints"))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), 1.0)
@@ -222,31 +240,41 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
         history.append({"epoch": epoch + 1, **metrics, "train_seconds": train_seconds,
                         "train_samples_per_s": epoch_examples * accelerator.num_processes / train_seconds})
         if metrics:
-            accelerator.print(f"epoch {epoch + 1}: student " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            accelerator.print(f"epoch {epoch + 1}: student {scores(metrics)}")
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
             report(Progress("evaluate", step, total_steps, completed_batches / len(loader), metrics))
         if completed_batches >= total_batches:
             break
 
+    results = final_results(run, accelerator, teacher, student, layer_map, data, len(train_set), history,
+                            completed_batches, len(loader), cache_seconds, teacher_metrics, teacher_predictions,
+                            eval_loaders)
+    save_outputs(accelerator, student, tokenizer, work_dir, results, run)
+    report(Progress("done", step, total_steps, completed_batches / len(loader), results["student"]["metrics"]))
+    accelerator.end_training()  # last: it also ends the process group
+    return results
+
+
+def final_results(run, accelerator, teacher, student, layer_map, data, num_train_examples, history, completed_batches,
+                  batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders) -> dict:
+    """The student's final scores (test split; validation for MLM), the latency ratio, and the results record."""
+    model_args, args = run.model, run.training
     final_split = "validation" if model_args.task == "mlm" else "test"
     student_metrics = evaluate_student(model_args.task, student, eval_loaders, accelerator, teacher_predictions,
                                        final_split)
-    accelerator.print(f"{final_split}: teacher " + ", ".join(f"{k} {v:.4f}" for k, v in teacher_metrics[final_split].items())
-                      + " | student " + ", ".join(f"{k} {v:.4f}" for k, v in student_metrics.items()))
+    accelerator.print(f"{final_split}: teacher {scores(teacher_metrics[final_split])} | "
+                      f"student {scores(student_metrics)}")
     speed = None
     if accelerator.is_main_process and args.latency_batches > 0:
         speed = measure_latency(teacher, accelerator.unwrap_model(student), eval_loaders["test"], args.latency_batches)
         accelerator.print(f"latency per batch: teacher {speed['teacher_ms']:.1f} ms, student "
                           f"{speed['student_ms']:.1f} ms ({speed['speedup']:.2f}x)")
     results = distill_results(
-        run, accelerator=accelerator, teacher=teacher, student=student, objective=objective, layer_map=layer_map,
-        init=init_description(model_args, accelerator.unwrap_model(student), len(train_set)), data=data,
-        history=history, completed_batches=completed_batches, batches_per_epoch=len(loader),
+        run, accelerator=accelerator, teacher=teacher, student=student, objective=run.objective, layer_map=layer_map,
+        init=init_description(model_args, accelerator.unwrap_model(student), num_train_examples), data=data,
+        history=history, completed_batches=completed_batches, batches_per_epoch=batches_per_epoch,
         teacher_cache_seconds=cache_seconds, teacher_metrics=teacher_metrics, student_metrics=student_metrics,
         speed=speed, pipeline_tag=TASKS[model_args.task][2])
-    save_outputs(accelerator, student, tokenizer, work_dir, results, run)
-    report(Progress("done", step, total_steps, completed_batches / len(loader), student_metrics))
-    accelerator.end_training()  # last: it also ends the process group
     return results
 
 
