@@ -21,14 +21,18 @@ from hf_compact.benchmarking import environment_info
 
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from rotten_tomatoes import write_splits  # noqa: E402
 
 
 def distill_argv(args, output_dir, batch_size):
+    files = write_splits(Path(args.output_dir) / "reviews")
     return [
-        str(ROOT / "recipes" / "distill.py"), "--teacher", args.teacher, "--builtin_dataset", "rotten_tomatoes",
+        str(ROOT / "recipes" / "distill.py"), "--teacher", args.teacher, "--train_file", files["train"],
+        "--validation_file", files["validation"], "--test_file", files["test"],
         "--student_type", "compact_distilbert", "--output_dir", str(output_dir), "--overwrite_output_dir",
-        "--seed", str(args.seed), "--epochs", str(args.epochs), "--learning_rate", "2e-4",
-        "--batch_size", str(batch_size), "--max_length", "64", "--temperature", "2", "--kd_weight", "1",
+        "--seed", str(args.seed), "--num_train_epochs", str(args.epochs), "--learning_rate", "2e-4",
+        "--per_device_train_batch_size", str(batch_size), "--max_length", "64", "--temperature", "2", "--kd_weight", "1",
         "--ce_weight", "0.5", "--freeze_word_embeddings", "--student_dropout", "0", "--attn_implementation", "eager",
         "--mixed_precision", args.mixed_precision, "--report_to", "none", "--latency_batches", "0",
         "--no_model_card", "--eval_last_epoch_only", "--teacher_cache_dir", str(Path(args.output_dir) / "cache"),

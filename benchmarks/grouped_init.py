@@ -11,13 +11,18 @@ similarity of its last hidden states to the dense student's, before any training
 
 import argparse
 import random
+import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_compact
 from hf_compact.conversion import SQUEEZEBERT_GROUP_FIELDS
-from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from rotten_tomatoes import rotten_tomatoes_splits  # noqa: E402
 
 
 def main():

@@ -1,6 +1,6 @@
 """Texts per second of sentiment classification on real review snippets, CPU.
 
-Runs the 1,276 Rotten Tomatoes test snippets (`hf_compact.rotten_tomatoes`) through, for each model:
+Runs the 1,276 Rotten Tomatoes test snippets (`recipes/rotten_tomatoes.py`) through, for each model:
 
 - `pipeline`: transformers' `TextClassificationPipeline` (`pipeline("sentiment-analysis", model=..., tokenizer=...)`
   without hf_compact) with its defaults (one text at a time);
@@ -186,7 +186,8 @@ def main(argv=None) -> dict:
     from transformers.utils import logging as transformers_logging
 
     import hf_compact
-    from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    from rotten_tomatoes import rotten_tomatoes_splits
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

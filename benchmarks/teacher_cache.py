@@ -29,6 +29,7 @@ from hf_compact.io import write_json_atomic
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 sys.path.insert(0, RECIPES)
 import distill  # noqa: E402
+from rotten_tomatoes import write_splits  # noqa: E402
 
 
 def classifier_teacher(folder: str) -> str:
@@ -45,12 +46,18 @@ def classifier_teacher(folder: str) -> str:
     return folder
 
 
+def review_files(folder) -> list[str]:
+    files = write_splits(folder)
+    return ["--train_file", files["train"], "--validation_file", files["validation"], "--test_file", files["test"]]
+
+
 def run(args, teacher, output_dir, cache_dir, *extra):
     argv = [
-        "--teacher", teacher, "--builtin_dataset", "rotten_tomatoes", "--student_type", args.student_type,
-        "--output_dir", output_dir, "--overwrite_output_dir", "--epochs", str(args.epochs),
+        "--teacher", teacher, *review_files(os.path.join(os.path.dirname(cache_dir), "reviews")),
+        "--student_type", args.student_type,
+        "--output_dir", output_dir, "--overwrite_output_dir", "--num_train_epochs", str(args.epochs),
         "--max_train_samples", str(args.train_samples), "--max_eval_samples", str(args.eval_samples),
-        "--batch_size", str(args.batch_size), "--max_length", "64", "--teacher_cache_dir", cache_dir,
+        "--per_device_train_batch_size", str(args.batch_size), "--max_length", "64", "--teacher_cache_dir", cache_dir,
         "--report_to", "none", "--latency_batches", "0", "--no_model_card", *extra,
     ]
     return distill.main(argv)["training"]

@@ -13,15 +13,20 @@ are near zero, so its agreement says little).
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from hf_compact.benchmarking import environment_info
-from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
 from hf_compact.teacher_cache import compute_teacher_logits
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from rotten_tomatoes import rotten_tomatoes_splits  # noqa: E402
 
 
 def main():

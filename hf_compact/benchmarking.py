@@ -76,6 +76,22 @@ def _timed_forward(model, batch) -> float:
     return time.perf_counter() - start
 
 
+def median_batch_ms(models: Mapping[str, torch.nn.Module], batches: Sequence[Mapping]) -> dict[str, float]:
+    """Median forward time (ms) of each model over the same `batches`, the models taking turns batch by batch after
+    one warm-up call each."""
+    if not batches:
+        raise ValueError("median_batch_ms needs at least one batch.")
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model.eval()
+            model(**batches[0])
+        for batch in batches:
+            for name, model in models.items():
+                times[name].append(1000 * _timed_forward(model, batch))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def compare_speed(
     models: Mapping[str, torch.nn.Module],
     tokenizer,
@@ -146,4 +162,4 @@ def compare_speed(
     }
 
 
-__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name"]
+__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name", "median_batch_ms"]

@@ -280,7 +280,6 @@ def tokenize_token_dataset(
 
 def load_recipe_dataset(
     *,
-    builtin_dataset: str | None = None,
     dataset_name: str | None = None,
     train_file: str | None = None,
     validation_file: str | None = None,
@@ -293,12 +292,21 @@ def load_recipe_dataset(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
 ) -> datasets.DatasetDict:
-    """The recipes' data: exactly one of a built-in dataset ("rotten_tomatoes"), a Hub dataset name or local
-    files, as train/validation/test splits fixed by `split_seed` (independent of the training seed).
-    `max_train_samples` / `max_eval_samples` keep the first examples of the train / validation and test splits."""
-    data = _recipe_splits(
-        builtin_dataset, dataset_name, train_file, validation_file, test_file, dataset_config_name, text_column,
-        text_pair_column, label_column, split_seed,
+    """The recipes' data: exactly one of a Hub dataset name or local files, as train/validation/test splits fixed by
+    `split_seed` (independent of the training seed). `max_train_samples` / `max_eval_samples` keep the first
+    examples of the train / validation and test splits. The keywords are `hf_compact.arguments.DataArguments`'
+    fields but `max_length` (tokenisation's)."""
+    sources = [name for name, value in (("dataset_name", dataset_name), ("train_file", train_file)) if value]
+    if len(sources) != 1:
+        raise ValueError(f"Give exactly one of dataset_name, train_file (got {sources or 'none'}).")
+    if dataset_name:
+        source = dataset_name
+    else:
+        source = {"train": train_file}
+        source.update({s: f for s, f in (("validation", validation_file), ("test", test_file)) if f})
+    data = load_text_dataset(
+        source, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+        seed=split_seed, dataset_config_name=dataset_config_name,
     )
     for splits, limit in ((("train",), max_train_samples), (("validation", "test"), max_eval_samples)):
         if limit is not None and limit < 1:
@@ -308,29 +316,57 @@ def load_recipe_dataset(
     return data
 
 
-def _recipe_splits(
-    builtin_dataset, dataset_name, train_file, validation_file, test_file, dataset_config_name, text_column,
-    text_pair_column, label_column, split_seed,
+def tokenize_for_task(
+    data: datasets.DatasetDict,
+    tokenizer,
+    task: str,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = "label",
+    max_length: int = 128,
 ) -> datasets.DatasetDict:
-    sources = [name for name, value in (("builtin_dataset", builtin_dataset), ("dataset_name", dataset_name),
-                                        ("train_file", train_file)) if value]
-    if len(sources) != 1:
-        raise ValueError(f"Give exactly one of builtin_dataset, dataset_name, train_file (got {sources or 'none'}).")
-    if builtin_dataset:
-        if builtin_dataset != "rotten_tomatoes":
-            raise ValueError(f"Unknown built-in dataset {builtin_dataset!r}; hf_compact ships 'rotten_tomatoes'.")
-        from .rotten_tomatoes import rotten_tomatoes_splits
+    """`tokenize_token_dataset` for "token-classification" (words and tags), `tokenize_dataset` otherwise."""
+    if task == "token-classification":
+        return tokenize_token_dataset(data, tokenizer, words_column=text_column, tags_column=label_column,
+                                      max_length=max_length)
+    return tokenize_dataset(data, tokenizer, text_column=text_column, text_pair_column=text_pair_column,
+                            label_column=label_column, max_length=max_length)
 
-        return rotten_tomatoes_splits(seed=split_seed)
-    if dataset_name:
-        source = dataset_name
-    else:
-        source = {"train": train_file}
-        source.update({s: f for s, f in (("validation", validation_file), ("test", test_file)) if f})
-    return load_text_dataset(
-        source, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-        seed=split_seed, dataset_config_name=dataset_config_name,
+
+class TokenLogitsCollator:
+    """Pads a batch for token classification, cached per-token teacher logits included (zeros past each example's
+    end, where the attention mask leaves them out of the loss)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        features = [dict(f) for f in features]
+        logits = [torch.tensor(f.pop("teacher_logits")) for f in features] if "teacher_logits" in features[0] else None
+        batch = self.collator(features)
+        if logits is not None:
+            padded = logits[0].new_zeros(len(logits), batch["input_ids"].shape[1], logits[0].shape[-1])
+            for row, example in zip(padded, logits):
+                row[: len(example)] = example
+            batch["teacher_logits"] = padded
+        return batch
+
+
+def collator_for_task(tokenizer, task: str):
+    """The batch collator of a task: dynamic padding; 15% masking for "mlm"; padded tags (and per-token teacher
+    logits) for "token-classification"."""
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
     )
+
+    if task == "mlm":
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    if task == "token-classification":
+        return TokenLogitsCollator(DataCollatorForTokenClassification(tokenizer))
+    return DataCollatorWithPadding(tokenizer)
 
 
 class EpochLengthGroupedSampler(torch.utils.data.Sampler):
@@ -358,10 +394,13 @@ class EpochLengthGroupedSampler(torch.utils.data.Sampler):
 
 __all__ = [
     "EpochLengthGroupedSampler",
+    "TokenLogitsCollator",
+    "collator_for_task",
     "label_names",
     "load_recipe_dataset",
     "load_text_dataset",
     "num_labels",
     "tokenize_dataset",
+    "tokenize_for_task",
     "tokenize_token_dataset",
 ]

@@ -17,9 +17,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate.utils import convert_to_fp32
 from torch import nn
 
 from . import losses
+from .checkpointing import list_checkpoints
 
 
 @dataclass
@@ -73,6 +75,20 @@ class DistillationConfig:
         """Whether each step needs the teacher's forward pass (else cached teacher logits are enough)."""
         return self.needs_hidden_states or self.needs_attentions
 
+    def output_flags(self) -> dict[str, bool]:
+        """What both models' forward must return for these losses."""
+        return {"output_hidden_states": self.needs_hidden_states or self.needs_attentions,
+                "output_attentions": self.needs_attentions}
+
+    def student_inputs(self, batch: dict) -> dict:
+        """The student's inputs: the labels only when the label loss is on (the model then computes it)."""
+        return batch if self.ce_weight > 0 else {k: v for k, v in batch.items() if k != "labels"}
+
+    @torch.no_grad()
+    def teacher_outputs(self, teacher: nn.Module, batch: dict):
+        """The frozen teacher's outputs on a batch (without its labels)."""
+        return teacher(**{k: v for k, v in batch.items() if k != "labels"}, **self.output_flags())
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -118,6 +134,12 @@ class Distiller(nn.Module):
         if config.mse_weight > 0 and student_width != teacher_width:
             self.projection = nn.Linear(student_width, teacher_width)
 
+    @classmethod
+    def between(cls, config: DistillationConfig, layer_map: list[int], student, teacher) -> Distiller:
+        """The distiller of a student and a teacher, widths and head counts read from their configs."""
+        return cls(config, layer_map, student.config.hidden_size, teacher.config.hidden_size,
+                   student.config.num_attention_heads, teacher.config.num_attention_heads)
+
     def forward(
         self,
         student_outputs,
@@ -126,14 +148,17 @@ class Distiller(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and each weighted part (as floats, for logging). `student_outputs.loss` is the hard-label
-        loss when labels were given to the student; `teacher_logits` may come from a cache."""
+        loss when labels were given to the student; `teacher_logits` may come from a cache. The losses are computed in
+        float32 whatever precision the forward passes ran in."""
         config = self.config
+        student_outputs, teacher_logits, teacher_outputs = convert_to_fp32((student_outputs, teacher_logits,
+                                                                            teacher_outputs))
         if teacher_logits is None and teacher_outputs is not None:
             teacher_logits = teacher_outputs.logits
         parts: dict[str, torch.Tensor] = {}
         if config.kd_weight > 0:
             parts["kd"] = losses.soft_target_kl(
-                student_outputs.logits, teacher_logits.to(student_outputs.logits.dtype), config.temperature,
+                student_outputs.logits, teacher_logits, config.temperature,
                 attention_mask,
             )
         if config.ce_weight > 0:
@@ -180,4 +205,15 @@ def is_finite(loss: torch.Tensor) -> bool:
     return not (math.isnan(value) or math.isinf(value))
 
 
-__all__ = ["DistillationConfig", "Distiller", "is_finite"]
+def stop_unless_finite(loss: torch.Tensor, parts: dict[str, float], batch: int, checkpoint_dir: str) -> None:
+    """Stop the run with a message when the loss is NaN or infinite, naming the newest good checkpoint it keeps."""
+    if not is_finite(loss):
+        checkpoints = list_checkpoints(checkpoint_dir)
+        raise SystemExit(
+            f"The loss became {float(loss)} at batch {batch} (parts: {parts}). Training stopped; the last good "
+            f"checkpoint is kept in {checkpoints[-1] if checkpoints else 'none (none saved)'}. Lower --learning_rate "
+            "or --temperature, or use --mixed_precision no."
+        )
+
+
+__all__ = ["DistillationConfig", "Distiller", "is_finite", "stop_unless_finite"]

@@ -34,11 +34,12 @@ def plan_output_dir(output_dir: str | os.PathLike, *, overwrite: bool = False, r
     existing = os.path.isdir(output_dir) and bool(os.listdir(output_dir))
     if existing and not (overwrite or resume):
         raise SystemExit(
-            f"Output folder {output_dir} exists and is not empty. Pass --resume to continue its run, "
+            f"Output folder {output_dir} exists and is not empty. Pass --resume_from_checkpoint last to continue its "
+            "run, "
             "--overwrite_output_dir to replace it, or choose another --output_dir."
         )
     if resume and not existing:
-        raise SystemExit(f"--resume: {output_dir} holds no earlier run to continue.")
+        raise SystemExit(f"--resume_from_checkpoint: {output_dir} holds no earlier run to continue.")
     work_dir = output_dir + INCOMING_SUFFIX if existing and not resume else output_dir
     anchor = _nearest_existing(work_dir)
     if not os.path.isdir(anchor):
@@ -84,4 +85,29 @@ def finish_output_dir(work_dir: str | os.PathLike, output_dir: str | os.PathLike
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-__all__ = ["INCOMING_SUFFIX", "check_free_space", "create_work_dir", "finish_output_dir", "plan_output_dir"]
+def save_model_atomic(accelerator, model, tokenizer, output_dir: str | os.PathLike) -> None:
+    """`save_pretrained` (model and tokenizer) into a staging folder, then move each file into `output_dir`: a run cut
+    short while saving leaves no half-written weights there."""
+    staging = os.path.join(os.fspath(output_dir), ".staging-model")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).save_pretrained(staging, is_main_process=accelerator.is_main_process,
+                                                    save_function=accelerator.save,
+                                                    state_dict=accelerator.get_state_dict(model))
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(staging)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        os.rmdir(staging)
+    accelerator.wait_for_everyone()
+
+
+__all__ = [
+    "INCOMING_SUFFIX",
+    "check_free_space",
+    "create_work_dir",
+    "finish_output_dir",
+    "plan_output_dir",
+    "save_model_atomic",
+]

@@ -161,6 +161,14 @@ def teacher_logits_column(
         return _read_entry(path, top_k, len(dataset))
 
 
+def add_teacher_logits(
+    teacher: torch.nn.Module, dataset: datasets.Dataset, cache_dir: str | os.PathLike, collator, **kwargs
+) -> datasets.Dataset:
+    """`dataset` with a `teacher_logits` column from `teacher_logits_column` (same keywords)."""
+    column = teacher_logits_column(teacher, dataset, cache_dir, collator, **kwargs)
+    return dataset.add_column("teacher_logits", [row.tolist() for row in column])
+
+
 class DamagedEntry(Exception):
     """A cache entry that cannot be read whole, has the wrong number of rows, or holds non-finite logits."""
 
@@ -191,4 +199,11 @@ def _expand(cached: datasets.Dataset, top_k: int | None) -> list:
     return rows
 
 
-__all__ = ["MASKED_LOGIT", "cache_key", "compute_teacher_logits", "teacher_logits_column", "update_with_weights"]
+__all__ = [
+    "MASKED_LOGIT",
+    "add_teacher_logits",
+    "cache_key",
+    "compute_teacher_logits",
+    "teacher_logits_column",
+    "update_with_weights",
+]

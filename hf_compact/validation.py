@@ -21,4 +21,43 @@ def load_config(name_or_path: str, flag: str) -> PretrainedConfig:
         ) from None
 
 
-__all__ = ["load_config"]
+def check_labels(
+    config: PretrainedConfig,
+    num_labels: int,
+    names: list[str] | None,
+    *,
+    model: str,
+    require_trained_head: bool = False,
+) -> bool:
+    """Whether `config`'s head was trained on named labels (an `id2label` other than `LABEL_0`, `LABEL_1`, ...), after
+    refusing data whose labels do not fit that head: another number of labels, or other names in id order (compared
+    without case). `model` names the model in the messages (e.g. "--teacher path"). A head with generic names is a new
+    one that takes the data's labels, unless `require_trained_head` (a distillation teacher), when its size must fit
+    too.
+
+    ```python
+    >>> from transformers import BertConfig
+    >>> check_labels(BertConfig(id2label={0: "neg", 1: "pos"}), 2, ["neg", "pos"], model="--teacher t")
+    True
+    ```
+    """
+    trained_names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    trained = not all(name == f"LABEL_{i}" for i, name in enumerate(trained_names))
+    if not (trained or require_trained_head):
+        return False
+    if config.num_labels != num_labels:
+        fix = ("fine-tune it on this task first (recipes/finetune.py)" if require_trained_head
+               else "fine-tune from a model without a trained head")
+        raise SystemExit(
+            f"{model} predicts {config.num_labels} labels ({trained_names}) but the data has {num_labels}"
+            f"{f' ({list(names)})' if names else ''}: {fix}, or fix --label_column."
+        )
+    if trained and names is not None and [n.lower() for n in names] != [n.lower() for n in trained_names]:
+        raise SystemExit(
+            f"{model} was trained on labels {trained_names}, the data has {list(names)} in that id order; rename or "
+            "reorder the data's labels to the model's ids."
+        )
+    return trained
+
+
+__all__ = ["check_labels", "load_config"]

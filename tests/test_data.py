@@ -2,13 +2,25 @@
 
 import collections
 import json
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
 from transformers import BertTokenizer
 
-from hf_compact.data import EpochLengthGroupedSampler, label_names, load_text_dataset, num_labels, tokenize_dataset
-from hf_compact.rotten_tomatoes import LABEL_NAMES, rotten_tomatoes_splits
+from hf_compact.data import (
+    EpochLengthGroupedSampler,
+    label_names,
+    load_recipe_dataset,
+    load_text_dataset,
+    num_labels,
+    tokenize_dataset,
+)
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from rotten_tomatoes import LABEL_NAMES, rotten_tomatoes_splits, write_splits  # noqa: E402  (demo data)
 
 
 ROWS = [{"review": f"w{i % 7} w{(i * 3) % 11} film", "sentiment": "good" if i % 3 else "bad"} for i in range(60)]
@@ -129,3 +141,20 @@ def test_rotten_tomatoes_splits_are_fixed_and_disjoint():
     positive_share = sum(data["test"]["label"]) / len(data["test"])
     assert 0.55 < positive_share < 0.6  # 7,368 fresh of 12,752
     assert rotten_tomatoes_splits()["test"]["text"] == data["test"]["text"]
+
+
+def test_the_review_splits_written_to_files_read_back_as_the_same_splits(tmp_path):
+    files = write_splits(tmp_path)
+    data = load_recipe_dataset(train_file=files["train"], validation_file=files["validation"], test_file=files["test"])
+    splits = rotten_tomatoes_splits()
+    assert label_names(data) == LABEL_NAMES
+    for split in ("train", "test"):
+        assert data[split]["text"] == splits[split]["text"] and data[split]["label"] == splits[split]["label"]
+
+
+def test_the_library_reads_no_demo_data():
+    import hf_compact.data
+
+    assert "rotten_tomatoes" not in open(hf_compact.data.__file__).read()
+    with pytest.raises(TypeError):
+        load_recipe_dataset(builtin_dataset="rotten_tomatoes")

@@ -31,8 +31,8 @@ def torchrun_two_processes() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
 
 
-SAME_RUN = ["--student_layers", "2", "--epochs", "1", "--max_steps", "6", "--student_dropout", "0",
-            "--learning_rate", "1e-3", "--latency_batches", "0", "--checkpointing_steps", "3"]
+SAME_RUN = ["--student_layers", "2", "--num_train_epochs", "1", "--max_steps", "6", "--student_dropout", "0",
+            "--learning_rate", "1e-3", "--latency_batches", "0", "--save_steps", "3"]
 
 
 def no_dropout(tmp_path) -> list[str]:
@@ -45,10 +45,11 @@ def no_dropout(tmp_path) -> list[str]:
 def test_two_processes_run_and_match_one_process_with_the_same_global_batch(trained_teacher, synthetic_csv,
                                                                             tmp_path):
     single = tmp_path / "single"
-    run(common(trained_teacher, synthetic_csv, single, *SAME_RUN, *no_dropout(tmp_path), "--batch_size", "32"))
+    run(common(trained_teacher, synthetic_csv, single, *SAME_RUN, *no_dropout(tmp_path),
+               "--per_device_train_batch_size", "32"))
     double = tmp_path / "double"
-    result = run(common(trained_teacher, synthetic_csv, double, *SAME_RUN, *no_dropout(tmp_path), "--batch_size", "16"),
-                 launcher=accelerate_two_processes())
+    result = run(common(trained_teacher, synthetic_csv, double, *SAME_RUN, *no_dropout(tmp_path),
+                        "--per_device_train_batch_size", "16"), launcher=accelerate_two_processes())
 
     distributed = json.loads((double / "results.json").read_text())["training"]["distributed"]
     assert distributed["num_processes"] == 2, result.stdout[-2000:]
@@ -59,7 +60,7 @@ def test_two_processes_run_and_match_one_process_with_the_same_global_batch(trai
     single_results = json.loads((single / "results.json").read_text())
     assert single_results["training"]["distributed"]["num_processes"] == 1
     assert single_results["training"]["distributed"]["global_batch_size"] == 32
-    assert (double / "checkpoints" / "step_6").is_dir()
+    assert (double / "checkpoints" / "checkpoint_1" / "progress.json").exists()  # the one of step 6
 
     # Same examples in every optimizer step, gradients averaged over the two halves of each batch: the two runs
     # differ only by float rounding (each half pads to its own longest text), which Adam's first steps amplify for

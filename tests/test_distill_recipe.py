@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import hf_compact  # noqa: F401  (registers the compact types for the reload che
 
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "distill.py")
-FAST = ["--report_to", "none", "--latency_batches", "2", "--batch_size", "32", "--max_length", "32"]
+FAST = ["--report_to", "none", "--latency_batches", "2", "--per_device_train_batch_size", "32", "--max_length", "32"]
 
 
 def run(args, expect_ok=True, launcher=None):
@@ -25,6 +26,19 @@ def run(args, expect_ok=True, launcher=None):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def run_killed(args, at_step):
+    """Run the recipe in a real process that SIGKILLs itself right after optimizer step `at_step` (from its progress
+    callback, so the step is the same on every machine): nothing after that step runs, as in a crash."""
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import distill; at = int(sys.argv[2]); "
+            "distill.main(sys.argv[3:], progress=lambda p: p.stage == 'train' and p.step >= at "
+            "and os.kill(os.getpid(), signal.SIGKILL))")
+    command = [sys.executable, "-c", code, str(Path(RECIPE).parent), str(at_step)] + [str(a) for a in args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     return result
 
 
@@ -38,7 +52,7 @@ def common(teacher, data, output_dir, *extra):
 
 def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, synthetic_csv, tmp_path):
     out = tmp_path / "student"
-    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--epochs", "4",
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--num_train_epochs", "4",
                         "--learning_rate", "2e-3", "--teacher_cache_dir", tmp_path / "cache"))
     assert "teacher validation accuracy" in result.stdout
     results = json.loads((out / "results.json").read_text())
@@ -52,7 +66,8 @@ def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, 
     assert results["speed"]["speedup"] > 0 and results["student"]["file_size_bytes"] > 0
     cached = cache_entries(tmp_path / "cache")
     assert len(cached) == 3  # the teacher's logits on train, validation and test, each computed once
-    again = run(common(trained_teacher, synthetic_csv, tmp_path / "again", "--student_layers", "2", "--epochs", "1",
+    again = run(common(trained_teacher, synthetic_csv, tmp_path / "again", "--student_layers", "2",
+                       "--num_train_epochs", "1",
                        "--teacher_cache_dir", tmp_path / "cache", "--latency_batches", "0"))
     assert cache_entries(tmp_path / "cache") == cached  # a later run reads them back
     assert json.loads((tmp_path / "again" / "results.json").read_text())["teacher"]["metrics"] == (
@@ -69,7 +84,7 @@ def test_distillation_student_learns_to_agree_with_the_teacher(trained_teacher, 
 def test_squeezebert_student_with_hidden_state_and_attention_losses(trained_teacher, synthetic_csv, tmp_path):
     out = tmp_path / "squeeze"
     run(common(trained_teacher, synthetic_csv, out, "--student_type", "compact_squeezebert", "--student_groups", "2",
-               "--student_layers", "2", "--epochs", "1", "--max_steps", "6", "--ce_weight", "0.5",
+               "--student_layers", "2", "--num_train_epochs", "1", "--max_steps", "6", "--ce_weight", "0.5",
                "--cos_weight", "1", "--attention_weight", "1", "--learning_rate", "1e-3"))
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["teacher_cache"] is False  # hidden-state losses need the teacher each step
@@ -83,7 +98,7 @@ def test_cheap_training_options_reach_the_saved_student(trained_teacher, synthet
     """No dropout, eager attention and bf16 autocast while training; the saved student loads as usual."""
     out = tmp_path / "cheap"
     run(common(trained_teacher, synthetic_csv, out, "--student_type", "compact_squeezebert", "--student_groups", "2",
-               "--student_layers", "2", "--epochs", "1", "--max_steps", "4", "--student_dropout", "0",
+               "--student_layers", "2", "--num_train_epochs", "1", "--max_steps", "4", "--student_dropout", "0",
                "--attn_implementation", "eager", "--mixed_precision", "bf16", "--grouped_init", "block-diagonal",
                "--latency_batches", "0"))
     results = json.loads((out / "results.json").read_text())
@@ -105,24 +120,25 @@ def test_two_processes_under_accelerate_launch(trained_teacher, synthetic_csv, t
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file,
                 "--main_process_port", str(port)]
     out = tmp_path / "ddp"
-    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--epochs", "1",
-                        "--max_steps", "4", "--checkpointing_steps", "2"), launcher=launcher)
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "2", "--num_train_epochs", "1",
+                        "--max_steps", "4", "--save_steps", "2"), launcher=launcher)
     assert (out / "model.safetensors").exists(), result.stdout[-2000:]
-    assert (out / "checkpoints" / "step_4").is_dir()
+    assert (out / "checkpoints" / "checkpoint_1" / "progress.json").exists()  # the one of step 4
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["distributed"]["num_processes"] == 2  # not one process, silently
     assert results["student"]["metrics"]["accuracy"] > 0
 
 
 def test_killed_run_resumes_to_the_same_weights(trained_teacher, synthetic_csv, tmp_path):
-    args = ["--student_layers", "2", "--epochs", "2", "--checkpointing_steps", "3", "--learning_rate", "1e-3",
+    args = ["--student_layers", "2", "--num_train_epochs", "2", "--save_steps", "3", "--learning_rate", "1e-3",
             "--no_teacher_cache", "--latency_batches", "0"]
     run(common(trained_teacher, synthetic_csv, tmp_path / "whole", *args))
-    crashed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--stop_after_steps", "26"),
-                  expect_ok=False)
-    assert crashed.returncode == 3  # killed in the second epoch, after the checkpoint at batch 24
+    run_killed(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args), at_step=26)
+    # killed in the second epoch, two steps after the checkpoint at step 24
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint_7" / "progress.json").exists()
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    resumed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--resume"))
+    resumed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args,
+                         "--resume_from_checkpoint", "last"))
     assert "resumed from" in resumed.stdout
     whole = load_file(tmp_path / "whole" / "model.safetensors")
     again = load_file(tmp_path / "resumed" / "model.safetensors")
@@ -150,13 +166,13 @@ def test_bad_input_fails_before_training_with_a_clear_message(trained_teacher, s
     rows = ["text,label"] + [f"w{i % 40 + 6} w7,{['a', 'b', 'c'][i % 3]}" for i in range(90)]
     three_labels.write_text("\n".join(rows) + "\n")
     result = run(common(trained_teacher, three_labels, tmp_path / "c"), expect_ok=False)
-    assert "teacher's head has 2 labels but the data has 3" in result.stderr
+    assert "predicts 2 labels" in result.stderr
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_teacher, synthetic_csv, tmp_path):
     out = tmp_path / "nan"
-    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--epochs", "1",
-                        "--checkpointing_steps", "1", "--learning_rate", "1e30", "--warmup_ratio", "0",
+    result = run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--num_train_epochs", "1",
+                        "--save_steps", "1", "--learning_rate", "1e30", "--warmup_ratio", "0",
                         "--no_teacher_cache"), expect_ok=False)
     assert result.returncode != 0
     assert "The loss became nan" in result.stderr or "The loss became inf" in result.stderr
@@ -165,27 +181,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_teacher, synt
 
 
 def test_results_and_card_say_what_was_run_on_which_data(trained_teacher, tmp_path):
-    """A --max_steps run on the built-in reviews: steps and epochs as run, the user's license and language, a usage
-    example from the data, and no Hub dataset id for data that did not come from the Hub."""
+    """A --max_steps run on the demo's reviews, written to files: steps and epochs as run, the user's license,
+    language and data description, a usage example from the data, and no Hub dataset id for local files."""
     from huggingface_hub import ModelCard
 
-    from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+    sys.path.insert(0, str(Path(RECIPE).parent))
+    from rotten_tomatoes import write_splits
 
+    files = write_splits(tmp_path / "reviews")
     out = tmp_path / "short"
-    run(["--teacher", trained_teacher, "--builtin_dataset", "rotten_tomatoes", "--output_dir", out, *FAST,
-         "--max_train_samples", "64", "--max_eval_samples", "32", "--student_layers", "1", "--batch_size", "8",
-         "--epochs", "3", "--max_steps", "2", "--gradient_accumulation_steps", "2", "--license", "cc-by-4.0",
-         "--language", "en"])
+    run(["--teacher", trained_teacher, "--train_file", files["train"], "--validation_file", files["validation"],
+         "--test_file", files["test"], "--output_dir", out, *FAST,
+         "--max_train_samples", "64", "--max_eval_samples", "32", "--student_layers", "1",
+         "--per_device_train_batch_size", "8", "--num_train_epochs", "3", "--max_steps", "2",
+         "--gradient_accumulation_steps", "2", "--license", "cc-by-4.0", "--language", "en",
+         "--dataset_description", "Rotten Tomatoes review snippets"])
     results = json.loads((out / "results.json").read_text())
     assert (results["training"]["steps"], results["training"]["epochs"]) == (2, 0.5)  # 4 of 8 batches per epoch
     assert (results["license"], results["language"]) == ("cc-by-4.0", "en")
-    first_test_text = rotten_tomatoes_splits()["test"][0]["text"]
+    first_test_text = json.loads(Path(files["test"]).read_text().splitlines()[0])["text"]
     assert results["dataset"]["example"] == first_test_text
     card = ModelCard.load(out / "README.md")
     assert (card.data.license, card.data.language) == ("cc-by-4.0", "en")
     assert "2 optimizer steps (0.50 epochs)" in card.text and "3 epochs" not in card.text
     assert f'classifier("{first_test_text}")' in card.text
-    assert "hub_id" not in results["dataset"] and "built into hf_compact" in results["dataset"]["description"]
+    assert "hub_id" not in results["dataset"]
+    assert results["dataset"]["description"] == "Rotten Tomatoes review snippets"
     assert card.data.datasets is None and not card.data.eval_results  # no Hub dataset id anywhere
 
 
@@ -250,7 +271,8 @@ def test_token_classification_distillation(token_task, tmp_path):
     teacher, data = token_task
     out = tmp_path / "tagger-student"
     task = ["--task", "token-classification", "--text_column", "tokens", "--label_column", "tags"]
-    run(common(teacher, data, out, *task, "--student_layers", "2", "--epochs", "3", "--learning_rate", "3e-3",
+    run(common(teacher, data, out, *task, "--student_layers", "2", "--num_train_epochs", "3",
+               "--learning_rate", "3e-3",
                "--teacher_cache_dir", tmp_path / "cache"))
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "token-classification" and results["training"]["teacher_cache"] is True
@@ -271,15 +293,13 @@ def test_token_classification_distillation(token_task, tmp_path):
 
 
 def test_evaluation_runs_the_float32_weights_under_mixed_precision():
-    """Accelerate wraps a prepared model's forward in autocast; metrics and cached teacher logits bypass it."""
+    """The recipe takes Accelerate's autocast wrapper off the prepared student (public API) and autocasts the training
+    forward itself: metrics and saved weights are float32, the loop's steps bf16."""
     import copy
 
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from transformers import BertConfig, BertForSequenceClassification
-
-    sys.path.insert(0, str(Path(RECIPE).parent))
-    import distill
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2,
@@ -289,14 +309,34 @@ def test_evaluation_runs_the_float32_weights_under_mixed_precision():
     try:
         accelerator = Accelerator(cpu=True, mixed_precision="bf16")
         prepared = accelerator.prepare_model(model, evaluation_mode=True)
+        accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
         with torch.no_grad():
             expected = reference(**inputs).logits
-            autocast = prepared(**inputs).logits
-            with distill.float32_forward(accelerator, prepared) as module:
-                float32 = module(**inputs).logits
-            after = prepared(**inputs).logits
+            float32 = prepared(**inputs).logits
+            with accelerator.autocast():
+                autocast = prepared(**inputs).logits
     finally:
         AcceleratorState._reset_state(True)
-    assert not torch.equal(autocast, expected)  # bf16 arithmetic
     assert torch.equal(float32, expected)
-    assert torch.equal(after, autocast)  # the training forward is put back
+    assert autocast.dtype == torch.bfloat16 and not torch.equal(autocast.float(), expected)
+
+
+def test_the_progress_callback_receives_every_step_and_the_end(trained_teacher, synthetic_csv, tmp_path):
+    sys.path.insert(0, str(Path(RECIPE).parent))
+    import distill
+
+    reports = []
+    from accelerate.state import AcceleratorState
+
+    argv = common(trained_teacher, synthetic_csv, tmp_path / "out", "--student_layers", "1", "--max_steps", "3",
+                  "--latency_batches", "0", "--no_model_card")
+    try:
+        results = distill.main([str(a) for a in argv], progress=reports.append)
+    finally:
+        AcceleratorState._reset_state(True)
+    train = [r for r in reports if r.stage == "train"]
+    assert [r.step for r in train] == [1, 2, 3] and {r.total_steps for r in train} == {3}
+    assert 0 < train[0].epoch < train[-1].epoch and "loss" in train[-1].metrics
+    assert [r.stage for r in reports[-2:]] == ["evaluate", "done"]
+    assert reports[-2].metrics["accuracy"] == results["training"]["history"][-1]["accuracy"]
+    assert reports[-1].metrics == results["student"]["metrics"]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from test_distill_recipe import common, run
+from test_distill_recipe import common, run, run_killed
 
 
 def keep_file(folder: Path) -> Path:
@@ -47,7 +47,7 @@ def test_an_output_folder_that_cannot_be_created_fails_before_training(trained_t
     "flags, message",
     [
         (["--student_layers", "0"], "--student_layers must be positive"),
-        (["--keep_checkpoints", "0"], "--keep_checkpoints must be positive"),
+        (["--save_total_limit", "0"], "--save_total_limit must be positive"),
         (["--max_length", "100"], "--max_length 100 is longer than"),
     ],
 )
@@ -79,18 +79,17 @@ def test_integer_labels_keep_their_ids_for_a_teacher_with_named_labels(trained_t
 
 
 def test_resume_falls_back_past_a_damaged_checkpoint(trained_teacher, synthetic_csv, tmp_path):
-    args = ["--student_layers", "2", "--epochs", "1", "--checkpointing_steps", "3", "--keep_checkpoints", "3",
+    args = ["--student_layers", "2", "--num_train_epochs", "1", "--save_steps", "3", "--save_total_limit", "3",
             "--learning_rate", "1e-3", "--no_teacher_cache", "--latency_batches", "0"]
     run(common(trained_teacher, synthetic_csv, tmp_path / "whole", *args))
-    crashed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--stop_after_steps", "7"),
-                  expect_ok=False)
-    assert crashed.returncode == 3
-    newest = tmp_path / "resumed" / "checkpoints" / "step_6"
+    run_killed(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args), at_step=7)
+    newest = tmp_path / "resumed" / "checkpoints" / "checkpoint_1"  # step 6
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated, as by a full disk
-    resumed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args, "--resume"))
+    resumed = run(common(trained_teacher, synthetic_csv, tmp_path / "resumed", *args,
+                         "--resume_from_checkpoint", "last"))
     assert f"checkpoint {newest} is damaged" in resumed.stdout
-    assert "resumed from" in resumed.stdout and "step_3" in resumed.stdout
+    assert "resumed from" in resumed.stdout and "checkpoint_0 (3 batches done)" in resumed.stdout
     whole = load_file(tmp_path / "whole" / "model.safetensors")
     again = load_file(tmp_path / "resumed" / "model.safetensors")
     for name in whole:
@@ -100,8 +99,8 @@ def test_resume_falls_back_past_a_damaged_checkpoint(trained_teacher, synthetic_
 def test_checkpoints_hold_the_student_not_the_frozen_teacher(trained_teacher, synthetic_csv, tmp_path):
     out = tmp_path / "out"
     run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--max_steps", "2",
-               "--checkpointing_steps", "2", "--cos_weight", "1", "--latency_batches", "0"))
-    checkpoint = out / "checkpoints" / "step_2"
+               "--save_steps", "2", "--cos_weight", "1", "--latency_batches", "0"))
+    checkpoint = out / "checkpoints" / "checkpoint_0"
     files = sorted(p.name for p in checkpoint.glob("*.safetensors"))
     assert files == ["model.safetensors"]  # the teacher would be a second model file
     assert not any(name.startswith("bert.") for name in load_file(checkpoint / "model.safetensors"))
@@ -120,13 +119,14 @@ def test_training_logs_stay_out_of_what_is_published(trained_teacher, synthetic_
     assert not [name for name in published if "tfevents" in name or name.endswith("hparams.yml")], published
 
 
-def test_nan_message_names_the_newest_checkpoint_by_step_number(tmp_path):
-    from hf_compact.checkpointing import list_checkpoints
+def test_nan_message_names_the_newest_checkpoint_by_number(tmp_path):
+    from hf_compact.checkpointing import PROGRESS_FILE, list_checkpoints
 
-    for step in (9, 10, 2):
-        (tmp_path / f"step_{step}").mkdir()
-    (tmp_path / "step_11.tmp").mkdir()  # a checkpoint still being written is not one
-    assert [Path(p).name for p in list_checkpoints(tmp_path)] == ["step_2", "step_9", "step_10"]
+    for number in (9, 10, 2, 11):
+        (tmp_path / f"checkpoint_{number}").mkdir()
+        if number != 11:  # a checkpoint still being written (no progress file yet) is not one
+            (tmp_path / f"checkpoint_{number}" / PROGRESS_FILE).write_text("{}")
+    assert [Path(p).name for p in list_checkpoints(tmp_path)] == ["checkpoint_2", "checkpoint_9", "checkpoint_10"]
 
 
 def test_a_damaged_teacher_cache_entry_is_rebuilt(trained_teacher, synthetic_csv, tmp_path):

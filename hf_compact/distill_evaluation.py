@@ -1,0 +1,236 @@
+"""What a distillation run measures and records: accuracy and agreement with the teacher (gathered over processes),
+MLM loss, the teacher's own scores (from the logits cache where it has them), latency side by side, and the results
+dict written to `results.json`.
+
+Every reported number comes from a float32 forward pass of the weights that are saved: the recipe trains under
+`accelerator.autocast()` and keeps the models' own forward as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import statistics
+from types import SimpleNamespace
+
+import torch
+from accelerate.utils import DistributedType, gather_object
+from transformers.utils import logging
+
+from .benchmarking import hardware_name, median_batch_ms
+from .model_card import card_inputs
+from .teacher_cache import teacher_logits_column, update_with_weights
+
+
+logger = logging.get_logger(__name__)
+
+
+def scored(predictions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions and labels where a label is given (flattened): every example of a sequence task, the labelled
+    tokens (first sub-token of each word) of a token task; -100 marks the others."""
+    keep = labels != -100
+    return predictions[keep], labels[keep]
+
+
+def _metrics(predictions, references, teacher_predictions=None) -> dict[str, float]:
+    metrics = {"accuracy": (predictions == references).float().mean().item()}
+    if teacher_predictions is not None:
+        metrics["agreement"] = (predictions == teacher_predictions).float().mean().item()
+    return metrics
+
+
+@torch.inference_mode()
+def evaluate(model, dataloader, accelerator, teacher_predictions=None) -> tuple[dict[str, float], torch.Tensor]:
+    """Accuracy on the dataloader's labels and, if teacher predictions are given, agreement with them."""
+    model = accelerator.unwrap_model(model).eval()
+    predictions, references = [], []
+    for batch in dataloader:
+        labels = batch.pop("labels")
+        batch.pop("teacher_logits", None)
+        batch_predictions = model(**batch).logits.argmax(-1)
+        if labels.dim() == 2:  # token classification: processes' batches may differ in length
+            batch_predictions = accelerator.pad_across_processes(batch_predictions, dim=1, pad_index=-100)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+        gathered = accelerator.gather_for_metrics((batch_predictions, labels))
+        batch_predictions, labels = scored(gathered[0].cpu(), gathered[1].cpu())
+        predictions.append(batch_predictions)
+        references.append(labels)
+    predictions = torch.cat(predictions)
+    return _metrics(predictions, torch.cat(references), teacher_predictions), predictions
+
+
+@torch.inference_mode()
+def evaluate_mlm(model, dataloader, accelerator) -> dict[str, float]:
+    model = accelerator.unwrap_model(model).eval()
+    losses = [accelerator.gather_for_metrics(model(**batch).loss.detach().reshape(1)).mean().item()
+              for batch in dataloader]
+    loss = statistics.fmean(losses)
+    return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+def evaluate_student(task: str, student, loaders, accelerator, teacher_predictions, split: str) -> dict[str, float]:
+    if task == "mlm":
+        return evaluate_mlm(student, loaders[split], accelerator)
+    return evaluate(student, loaders[split], accelerator, teacher_predictions[split])[0]
+
+
+def _cached_scores(teacher, dataset, cache_dir, collator, batch_size):
+    logits = teacher_logits_column(teacher, dataset, cache_dir, collator, batch_size=batch_size, show_progress=False)
+    predictions, labels = [], []
+    for row, label in zip(logits, dataset["labels"]):  # per example: a label, or per-token tags
+        prediction, label = scored(torch.as_tensor(row.argmax(-1)).reshape(-1), torch.as_tensor(label).reshape(-1))
+        predictions.append(prediction)
+        labels.append(label)
+    predictions = torch.cat(predictions)
+    return _metrics(predictions, torch.cat(labels)), predictions
+
+
+def evaluate_teacher(task, teacher, eval_sets, loaders, accelerator, collator, batch_size, cache_dir=None):
+    """The teacher's metrics and predictions on the validation and test splits (validation MLM loss for "mlm"); read
+    from the logits cache in `cache_dir` when one is given. A teacher far below chance on validation is refused (the
+    data's label ids do not follow its id2label); one near chance is reported loudly."""
+    if task == "mlm":
+        return {"validation": evaluate_mlm(teacher, loaders["validation"], accelerator)}, {}
+    metrics, predictions = {}, {}
+    for split, loader in loaders.items():
+        if cache_dir is None:
+            metrics[split], predictions[split] = evaluate(teacher, loader, accelerator)
+        else:  # later runs on the same data read the teacher's evaluation from the cache too
+            with accelerator.main_process_first():
+                metrics[split], predictions[split] = _cached_scores(teacher, eval_sets[split], cache_dir, collator,
+                                                                    batch_size)
+    chance, accuracy = 1 / teacher.config.num_labels, metrics["validation"]["accuracy"]
+    if accuracy < chance / 2:
+        raise SystemExit(
+            f"The teacher is right on {100 * accuracy:.1f}% of the validation examples, far below chance "
+            f"({100 * chance:.1f}%): the data's label ids do not follow the teacher's id2label "
+            f"{[teacher.config.id2label[i] for i in range(teacher.config.num_labels)]}. Map the labels to those "
+            "ids (or use the label names) and run again."
+        )
+    if accuracy < chance + 0.05:
+        logger.warning(
+            f"The teacher is near chance on the validation split ({accuracy:.3f} vs chance {chance:.3f}). A student "
+            "cannot learn more than its teacher knows: fine-tune the teacher first (recipes/finetune.py)."
+        )
+    return metrics, predictions
+
+
+def measure_latency(teacher, student, dataloader, num_batches: int) -> dict:
+    """Median forward time (ms per batch) of teacher and student on the same test batches, taking turns in one
+    process (`hf_compact.benchmarking.median_batch_ms`)."""
+    batches = []
+    for batch in dataloader:
+        batches.append({k: v for k, v in batch.items() if k not in ("labels", "teacher_logits")})
+        if len(batches) == num_batches:
+            break
+    times = median_batch_ms({"teacher": teacher, "student": student}, batches)
+    return {
+        "teacher_ms": times["teacher"],
+        "student_ms": times["student"],
+        "speedup": times["teacher"] / times["student"],
+        "batch_size": batches[0]["input_ids"].shape[0],
+        "sequence_length": "real",
+        "threads": torch.get_num_threads(),
+        "hardware": hardware_name(),
+        "batches": len(batches),
+    }
+
+
+def weight_checksum(model) -> str:
+    digest = hashlib.sha256()
+    update_with_weights(digest, model)
+    return digest.hexdigest()[:16]
+
+
+def distributed_summary(accelerator, student, per_device_batch_size: int) -> dict:
+    """How the run was spread: processes, batch sizes, threads, and a checksum of each process's weights (all equal
+    when data-parallel processes stayed in step; sharded set-ups hold different parts and record none)."""
+    replicated = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU,
+                                                   DistributedType.MULTI_GPU)
+    checksums = gather_object([weight_checksum(accelerator.unwrap_model(student))]) if replicated else None
+    return {
+        "num_processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "per_device_batch_size": per_device_batch_size,
+        "global_batch_size": (per_device_batch_size * accelerator.num_processes
+                              * accelerator.gradient_accumulation_steps),
+        "threads_per_process": torch.get_num_threads(),
+        "rank_weight_checksums": checksums,
+    }
+
+
+def card_fields(data_args, card_args, data, split: str) -> dict:
+    """The results' fields for the card (`license`, `language`, `dataset`), through the card helpers that read an
+    argparse namespace: the one place that adapts the dataclass flags to them."""
+    namespace = SimpleNamespace(builtin_dataset=None, **vars(data_args), **vars(card_args))
+    fields = card_inputs(namespace, data, split)
+    if card_args.dataset_description and "dataset" in fields:
+        fields["dataset"]["description"] = card_args.dataset_description
+    return fields
+
+
+def optimizer_steps(completed_batches: int, batches_per_epoch: int, accumulation: int) -> int:
+    """Optimizer steps after `completed_batches`: one per `accumulation` batches and one at the end of each epoch."""
+    epochs, rest = divmod(completed_batches, batches_per_epoch)
+    return epochs * math.ceil(batches_per_epoch / accumulation) + rest // accumulation
+
+
+def distill_results(run, *, accelerator, teacher, student, objective, layer_map, init, data, history,
+                    completed_batches, batches_per_epoch, teacher_cache_seconds, teacher_metrics, student_metrics,
+                    speed=None, pipeline_tag: str) -> dict:
+    """The `results.json` record of a run. `run` holds the parsed flags as attributes `model`, `data`, `training` and
+    `card` (the dataclasses)."""
+    model_args, training_args = run.model, run.training
+    split = "test" if model_args.task != "mlm" else "validation"
+    results = {
+        "model_name": os.path.basename(os.path.abspath(training_args.output_dir)),
+        "model_type": model_args.student_type,
+        "task": pipeline_tag,
+        "teacher": {"name_or_path": model_args.teacher, "model_type": teacher.config.model_type,
+                    "parameters": teacher.num_parameters(), "metrics": teacher_metrics[split]},
+        "student": {"parameters": accelerator.unwrap_model(student).num_parameters(), "metrics": student_metrics},
+        "training": {
+            "method": "distillation" if objective.uses_teacher else "fine-tuning on labels alone",
+            # As run (--max_steps may end an epoch early).
+            "epochs": completed_batches / batches_per_epoch,
+            "steps": optimizer_steps(completed_batches, batches_per_epoch, training_args.gradient_accumulation_steps),
+            "learning_rate": training_args.learning_rate,
+            "batch_size": training_args.per_device_train_batch_size,
+            "seed": training_args.seed,
+            "temperature": objective.temperature,
+            "loss_weights": objective.weights(),
+            "layer_map": layer_map,
+            "init": init,
+            "frozen": ["word embeddings"] if model_args.freeze_word_embeddings else [],
+            "mixed_precision": accelerator.mixed_precision,
+            "dropout": model_args.student_dropout,
+            "teacher_cache": teacher_cache_seconds is not None,
+            "teacher_cache_seconds": teacher_cache_seconds,
+            "history": history,
+            "train_seconds": sum(epoch["train_seconds"] for epoch in history),
+            "distributed": distributed_summary(accelerator, student, training_args.per_device_train_batch_size),
+        },
+        **card_fields(run.data, run.card, data, split),
+    }
+    if model_args.task != "mlm":
+        teacher_accuracy = max(teacher_metrics["test"]["accuracy"], 1e-12)
+        results["retention"] = {"accuracy": student_metrics["accuracy"] / teacher_accuracy}
+    if speed is not None:
+        results["speed"] = speed
+    return results
+
+
+__all__ = [
+    "card_fields",
+    "distill_results",
+    "distributed_summary",
+    "evaluate",
+    "evaluate_mlm",
+    "evaluate_student",
+    "evaluate_teacher",
+    "measure_latency",
+    "optimizer_steps",
+    "scored",
+    "weight_checksum",
+]
