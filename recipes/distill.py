@@ -61,7 +61,6 @@ from hf_compact.distill_training import (
 )
 from hf_compact.distillation import DistillationConfig, Distiller, stop_unless_finite
 from hf_compact.hub import publishing_problem, push_folder_to_hub
-from hf_compact.io import write_json_atomic
 from hf_compact.model_card import comparison_from_results, write_model_card
 from hf_compact.output_dir import (
     check_free_space,
@@ -71,6 +70,7 @@ from hf_compact.output_dir import (
     save_model_atomic,
 )
 from hf_compact.progress import Progress, ProgressCallback
+from hf_compact.results import RunResults
 from hf_compact.teacher_cache import add_teacher_logits
 
 
@@ -137,7 +137,7 @@ def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
     return teacher, tokenizer, student, layer_map, distiller, data, tokenized
 
 
-def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> dict:
+def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> RunResults:
     model_args, objective, args = run.model, run.objective, run.training
     # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
     work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir,
@@ -250,13 +250,13 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                             completed_batches, len(loader), cache_seconds, teacher_metrics, teacher_predictions,
                             eval_loaders)
     save_outputs(accelerator, student, tokenizer, work_dir, results, run)
-    report(Progress("done", step, total_steps, completed_batches / len(loader), results["student"]["metrics"]))
+    report(Progress("done", step, total_steps, completed_batches / len(loader), results.student.metrics))
     accelerator.end_training()  # last: it also ends the process group
     return results
 
 
 def final_results(run, accelerator, teacher, student, layer_map, data, num_train_examples, history, completed_batches,
-                  batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders) -> dict:
+                  batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders) -> RunResults:
     """The student's final scores (test split; validation for MLM), the latency ratio, and the results record."""
     model_args, args = run.model, run.training
     final_split = "validation" if model_args.task == "mlm" else "test"
@@ -278,15 +278,15 @@ def final_results(run, accelerator, teacher, student, layer_map, data, num_train
     return results
 
 
-def save_outputs(accelerator, student, tokenizer, work_dir: str, results: dict, run: RunArguments) -> None:
+def save_outputs(accelerator, student, tokenizer, work_dir: str, results: RunResults, run: RunArguments) -> None:
     """The student, results.json and the card into the work folder, which then takes the output folder's place;
     then the push, if asked for."""
     args = run.training
     save_model_atomic(accelerator, student, tokenizer, work_dir)
     if accelerator.is_main_process:
         weights = os.path.join(work_dir, "model.safetensors")
-        results["student"]["file_size_bytes"] = os.path.getsize(weights) if os.path.exists(weights) else None
-        write_json_atomic(os.path.join(work_dir, "results.json"), results)
+        results.student.file_size_bytes = os.path.getsize(weights) if os.path.exists(weights) else None
+        results.save(os.path.join(work_dir, "results.json"))
         if not run.card.no_model_card:
             write_model_card(work_dir, results, comparison=comparison_from_results(results),
                              repo_id=args.hub_model_id)
@@ -300,9 +300,10 @@ def save_outputs(accelerator, student, tokenizer, work_dir: str, results: dict, 
             accelerator.print(f"pushed to {url}")
 
 
-def main(argv: list[str] | None = None, progress: ProgressCallback | None = None) -> dict:
-    """Run the recipe with command-line flags `argv` (default: sys.argv); returns the results written to
-    results.json. `progress` receives a report after each optimizer step, each evaluation and at the end."""
+def main(argv: list[str] | None = None, progress: ProgressCallback | None = None) -> RunResults:
+    """Run the recipe with command-line flags `argv` (default: sys.argv); returns the record written to results.json
+    (a `hf_compact.results.RunResults`). `progress` receives a report after each optimizer step, each evaluation and
+    at the end."""
     return training_function(parse_args(argv), progress)
 
 

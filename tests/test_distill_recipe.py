@@ -338,5 +338,5 @@ def test_the_progress_callback_receives_every_step_and_the_end(trained_teacher, 
     assert [r.step for r in train] == [1, 2, 3] and {r.total_steps for r in train} == {3}
     assert 0 < train[0].epoch < train[-1].epoch and "loss" in train[-1].metrics
     assert [r.stage for r in reports[-2:]] == ["evaluate", "done"]
-    assert reports[-2].metrics["accuracy"] == results["training"]["history"][-1]["accuracy"]
-    assert reports[-1].metrics == results["student"]["metrics"]
+    assert reports[-2].metrics["accuracy"] == results.training.history[-1]["accuracy"]
+    assert reports[-1].metrics == results.student.metrics
