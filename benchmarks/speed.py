@@ -1,14 +1,19 @@
 """Forward-pass speed of the compact models against the transformers classes they replace, on the same weights.
 
-Five encoders with random weights at base sizes (hidden 768, 12 heads, intermediate 3072, sequence 128 by default):
+Encoders with random weights at base sizes (hidden 768, 12 heads, intermediate 3072, sequence 128 by default):
 
 - `bert`: transformers' `BertModel`, 12 layers (the teacher's shape), sdpa attention;
 - `distilbert`: transformers' `DistilBertModel`, 6 layers, sdpa;
-- `compact_distilbert`: `hf_compact.CompactDistilBertModel` with `distilbert`'s weights, sdpa;
+- `compact_distilbert_reference`: `hf_compact.CompactDistilBertModel` with `distilbert`'s weights, sdpa, as its
+  modeling file computes it;
+- `compact_distilbert`: the same model with `hf_compact.kernels.optimize` (CPU kernels where they win on this machine);
 - `squeezebert`: transformers' `SqueezeBertModel`, 12 layers, SqueezeBERT's groups (its own attention code);
-- `compact_squeezebert`: `hf_compact.CompactSqueezeBertModel` with `squeezebert`'s weights, sdpa.
+- `compact_squeezebert_reference` and `compact_squeezebert`: `hf_compact.CompactSqueezeBertModel` with
+  `squeezebert`'s weights, sdpa, without and with the kernels.
 
-Each compact model's output is first compared with the model it replaces (the run stops above 1e-4). Then, per
+The kernels are chosen afresh for the run (the timings of the first call of each shape class, recorded in the JSON
+under `kernels`), not read from the user's cache. Each compact model's output is first compared with the model it
+replaces (the run stops above 1e-4). Then, per
 batch size, every model runs a few warm-up passes and `--repeats` timed passes under `torch.inference_mode`,
 round-robin (one pass of each model in turn, the starting model rotating), together with a 2048 x 2048 x 2048
 `torch.mm` that measures the machine's matrix-multiply peak under the same conditions; medians are reported. On a
@@ -22,6 +27,7 @@ library workspaces and allocator slack.
     python benchmarks/speed.py                       # CPU, 2 threads, batches 1, 8, 32
     python benchmarks/speed.py --batch-sizes 8 --repeats 20 --threads 4
     python benchmarks/speed.py --device cuda         # fp32 and bf16, writes speed_cuda.json
+    python benchmarks/speed.py --short               # base sizes, 3 rounds, no memory probes
     python benchmarks/speed.py --quick               # tiny sizes: a smoke run in seconds
     python benchmarks/speed.py --profile compact_squeezebert --batch-sizes 1   # where the time goes
 """
@@ -31,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -40,7 +45,6 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import (
     BertConfig,
     BertModel,
@@ -57,15 +61,33 @@ from hf_compact import (
     CompactSqueezeBertConfig,
     CompactSqueezeBertModel,
 )
+from hf_compact.benchmarking import environment_info
 from hf_compact.flops import encoder_flops
-from hf_compact.benchmarking import cpu_name
+from hf_compact.io import write_json_atomic
+from hf_compact.kernels import KernelSelector, machine_key, optimize
 
 
 HERE = Path(__file__).resolve().parent
 
-MODELS = ("bert", "distilbert", "compact_distilbert", "squeezebert", "compact_squeezebert")
+MODELS = (
+    "bert",
+    "distilbert",
+    "compact_distilbert_reference",
+    "compact_distilbert",
+    "squeezebert",
+    "compact_squeezebert_reference",
+    "compact_squeezebert",
+)
 # compact model -> the transformers model it replaces (and whose weights it loads)
-REPLACES = {"compact_distilbert": "distilbert", "compact_squeezebert": "squeezebert"}
+REPLACES = {
+    "compact_distilbert_reference": "distilbert",
+    "compact_distilbert": "distilbert",
+    "compact_squeezebert_reference": "squeezebert",
+    "compact_squeezebert": "squeezebert",
+}
+# The models that run with the CPU kernels attached; all choose them through this one selector.
+OPTIMIZED = ("compact_distilbert", "compact_squeezebert")
+SELECTOR = KernelSelector(cache_path=None)
 PARITY_LIMIT = 1e-4
 
 BASE_SIZES = dict(hidden=768, heads=12, intermediate=3072, layers=12, distil_layers=6, vocab=30522, positions=512)
@@ -84,7 +106,7 @@ def _configs(sizes: dict) -> dict:
     bert_like = dict(hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate, **common)
     distil = dict(dim=hidden, n_heads=heads, hidden_dim=intermediate, n_layers=sizes["distil_layers"], **common)
     squeeze = dict(bert_like, embedding_size=hidden, num_hidden_layers=sizes["layers"], **SQUEEZEBERT_GROUPS)
-    return {
+    configs = {
         "bert": BertConfig(num_hidden_layers=sizes["layers"], attn_implementation="sdpa", **bert_like),
         "distilbert": DistilBertConfig(attn_implementation="sdpa", **distil),
         "compact_distilbert": CompactDistilBertConfig(attn_implementation="sdpa", **distil),
@@ -92,19 +114,25 @@ def _configs(sizes: dict) -> dict:
         "squeezebert": SqueezeBertConfig(attn_implementation="eager", **squeeze),
         "compact_squeezebert": CompactSqueezeBertConfig(attn_implementation="sdpa", **squeeze),
     }
+    for name in OPTIMIZED:
+        configs[f"{name}_reference"] = configs[name]
+    return configs
 
 
 MODEL_CLASSES = {
     "bert": BertModel,
     "distilbert": DistilBertModel,
     "compact_distilbert": CompactDistilBertModel,
+    "compact_distilbert_reference": CompactDistilBertModel,
     "squeezebert": SqueezeBertModel,
     "compact_squeezebert": CompactSqueezeBertModel,
+    "compact_squeezebert_reference": CompactSqueezeBertModel,
 }
 
 
 def build_models(sizes: dict, names=MODELS, seed: int = 0) -> dict[str, torch.nn.Module]:
-    """The models in eval mode; each compact model loads the weights of the model it replaces, strictly."""
+    """The models in eval mode; each compact model loads the weights of the model it replaces, strictly, and those in
+    `OPTIMIZED` have the CPU kernels attached."""
     configs = _configs(sizes)
     models = {}
     for name in names:
@@ -113,6 +141,9 @@ def build_models(sizes: dict, names=MODELS, seed: int = 0) -> dict[str, torch.nn
     for compact, upstream in REPLACES.items():
         if compact in models and upstream in models:
             models[compact].load_state_dict(models[upstream].state_dict(), strict=True)
+    for name in OPTIMIZED:
+        if name in models:
+            optimize(models[name], SELECTOR)
     return models
 
 
@@ -272,15 +303,18 @@ def benchmark(args, device: str, dtype: torch.dtype, sizes: dict, memory: dict) 
                 "peak_gflop_per_s_this_batch": peak,
                 "peak_memory_mb": memory.get(name, {}).get(str(batch_size)),
             })
+    environment = environment_info()
     return {
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+        "device_name": environment["hardware"],
+        "cpu_flags": environment["cpu_flags"],
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads() if device == "cpu" else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "python": environment["python"],
+        "torch": environment["torch"],
+        "transformers": environment["transformers"],
         "hf_compact": getattr(hf_compact, "__version__", None),
+        "kernels": {"machine": machine_key(), "choices": dict(SELECTOR.choices())} if device == "cpu" else None,
         "sizes": sizes,
         "squeezebert_groups": SQUEEZEBERT_GROUPS,
         "repeats": args.repeats,
@@ -368,16 +402,21 @@ def print_table(result: dict):
     print(f"\n{result['device_name']} | {result['dtype']} | threads {result['threads']} | "
           f"torch {result['torch']} | transformers {result['transformers']} | "
           f"matmul peak {result['peak_gflop_per_s']:.1f} GFLOP/s")
-    header = (f"{'model':<20} {'batch':>5} {'median ms':>10} {'vs replaced':>11} {'vs BERT':>8} "
+    header = (f"{'model':<30} {'batch':>5} {'median ms':>10} {'vs replaced':>11} {'vs BERT':>8} "
               f"{'GFLOP/s':>8} {'of peak':>8} {'mem MB':>8}")
     print(header)
     print("-" * len(header))
     for row in result["rows"]:
         replaced = f"{row['speedup_vs_replaced']:.2f}x" if row["speedup_vs_replaced"] else "-"
         memory = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] is not None else "-"
-        print(f"{row['model']:<20} {row['batch_size']:>5} {row['median_ms']:>10.1f} {replaced:>11} "
+        print(f"{row['model']:<30} {row['batch_size']:>5} {row['median_ms']:>10.1f} {replaced:>11} "
               f"{row['speedup_vs_bert']:>7.2f}x {row['gflop_per_s']:>8.1f} {row['fraction_of_peak']:>7.0%} "
               f"{memory:>8}")
+    if result.get("kernels"):
+        print(f"\nkernels chosen on {result['kernels']['machine']} (median ms of each candidate):")
+        for shape, entry in result["kernels"]["choices"].items():
+            timings = ", ".join(f"{name} {ms:.2f}" for name, ms in entry["median_ms"].items())
+            print(f"  {shape}: {entry['kernel']} ({timings})")
 
 
 def parse_args(argv=None):
@@ -387,7 +426,8 @@ def parse_args(argv=None):
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence; default 128 (16 with --quick)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU (default 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per batch size (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds per batch size (default 2)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed rounds per batch size, the first of which chooses the kernels (default 2)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--output", type=Path, default=None,
@@ -395,6 +435,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory subprocesses")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, 2 rounds, no memory probes: a smoke run that takes seconds")
+    parser.add_argument("--short", action="store_true",
+                        help="base sizes, 3 rounds after 1 warm-up, no memory probes: a first look in a minute or two")
     parser.add_argument("--profile", choices=MODELS,
                         help="CPU: print where this model's forward pass spends its time (torch.profiler) and exit")
     parser.add_argument("--memory-probe", choices=MODELS, help=argparse.SUPPRESS)
@@ -404,14 +446,17 @@ def parse_args(argv=None):
     if args.seq_len is None:
         args.seq_len = 16 if args.quick else 128
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 10
-    if args.quick and args.memory_probe is None:
+        args.repeats = 2 if args.quick else 3 if args.short else 10
+    if args.short:
+        args.warmup = 1
+    if (args.quick or args.short) and args.memory_probe is None:
         args.no_memory = True
     for name in ("threads", "repeats", "seq_len"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0 or min(args.batch_sizes) < 1:
-        parser.error(f"--warmup must be >= 0 and --batch-sizes >= 1, got {args.warmup} and {args.batch_sizes}")
+    if args.warmup < 1 or min(args.batch_sizes) < 1:
+        parser.error(f"--warmup and --batch-sizes must be >= 1 (the first warm-up round chooses the kernels), got "
+                     f"{args.warmup} and {args.batch_sizes}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():
@@ -450,9 +495,7 @@ def main(argv=None):
             results.append(benchmark(args, "cuda", dtype, sizes, memory))
     for result in results:
         print_table(result)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    payload = results[0] if len(results) == 1 else {"runs": results}
-    output.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(output, results[0] if len(results) == 1 else {"runs": results})
     print(f"\nwrote {output}")
 
 

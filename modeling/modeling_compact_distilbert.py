@@ -1,9 +1,9 @@
 """The compact_distilbert model: DistilBERT's architecture in transformers 5.x form.
 
 Parameter names and shapes are DistilBERT's, so upstream `distilbert` checkpoints load as they are and give the same
-numbers as transformers' `DistilBertModel`. Inference on CPU (no autograd graph) runs the feed-forward with its
-activation in place and its residual folded into the second matrix multiply, and, for few tokens on several threads,
-splits every projection into column blocks computed by one batched matrix multiply (see `_column_blocks`).
+numbers as transformers' `DistilBertModel`. This file is the reference computation, read top to bottom like
+transformers' own modeling files; faster CPU inference kernels are attached from outside by
+`hf_compact.kernels.optimize` and leave these numbers unchanged.
 
 This file and `configuration_compact_distilbert.py` are copied next to every saved checkpoint, so they import only
 torch, numpy, transformers and each other.
@@ -16,10 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import initialization as init
-from transformers.activations import GELUActivation, get_activation
+from transformers.activations import get_activation
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -90,95 +88,6 @@ class CompactDistilBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-def _runs_inference_kernels(hidden_states: torch.Tensor, *modules: nn.Module) -> bool:
-    """Whether the fused inference kernels may compute `modules` on `hidden_states`.
-
-    They update buffers in place, which autograd cannot record, so they run only when no graph is being built
-    (`torch.no_grad`, `torch.inference_mode`, or nothing that requires grad), on CPU tensors whose dtype matches the
-    weights, outside autocast, tracing and compilation. Everything else takes the reference path, which computes the
-    same numbers.
-    """
-    if hidden_states.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    if torch.is_autocast_enabled("cpu"):
-        return False
-    grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and hidden_states.requires_grad:
-        return False
-    for module in modules:
-        for parameter in module.parameters():
-            if parameter.dtype != hidden_states.dtype or parameter.device.type != "cpu":
-                return False
-            if grad_enabled and parameter.requires_grad:
-                return False
-    return True
-
-
-def _is_plain(module: nn.Module, cls: type) -> bool:
-    """True when `module` is exactly `cls`, with no hooks or patched forward that calling it would run (adapters,
-    offloading, quantization wrap or replace modules this way), so its computation may be fused into a neighbour's."""
-    return (
-        type(module) is cls
-        and not module._forward_hooks
-        and not module._forward_pre_hooks
-        and "forward" not in vars(module)
-    )
-
-
-def _activation_in_place(activation: Callable, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`activation(hidden_states)` for a tensor nothing else holds: in place for the exact GELU and ReLU, which have
-    in-place kernels with the same numbers, out of place for any other activation."""
-    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
-        return torch.ops.aten.gelu_(hidden_states)
-    if type(activation) is nn.ReLU:
-        return torch.relu_(hidden_states)
-    return activation(hidden_states)
-
-
-# Inference on at most this many tokens (batch x sequence) splits its projections into column blocks.
-COLUMN_BLOCK_MAX_TOKENS = 128
-
-
-def _column_blocks(tokens: int, units: int) -> int:
-    """Into how many column blocks inference splits a projection of `tokens` tokens (1: a plain matrix multiply).
-
-    BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks
-    (`benchmarks/column_blocks.py` measures the gain, and where it stops). Each output is still one dot product over
-    all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output features, or heads
-    for q/k/v); there are twice as many as threads where `units` allows. One thread, or more tokens than
-    `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply.
-    """
-    threads = torch.get_num_threads()
-    if threads < 2 or tokens > COLUMN_BLOCK_MAX_TOKENS:
-        return 1
-    divisors = [blocks for blocks in range(threads, units + 1) if units % blocks == 0]
-    enough = [blocks for blocks in divisors if blocks >= 2 * threads]
-    return enough[0] if enough else (divisors[-1] if divisors else 1)
-
-
-def _column_block_products(
-    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, blocks: int
-) -> torch.Tensor:
-    """`F.linear(inputs, weight, bias)` for 2-d `inputs`, computed and returned block-major:
-    (blocks, tokens, out_features / blocks), entry `k` holding output features `k * out_features / blocks` onwards.
-
-    One batched matrix multiply whose every entry reads all of `inputs` (a stride-0 view, no copy)."""
-    tokens, features = inputs.shape
-    per_block = weight.shape[0] // blocks
-    shared = inputs.expand(blocks, tokens, features)
-    weight = weight.view(blocks, per_block, features).transpose(1, 2)
-    if bias is None:
-        return torch.bmm(shared, weight)
-    return torch.baddbmm(bias.view(blocks, 1, per_block), shared, weight)
-
-
-def _rows(block_major: torch.Tensor) -> torch.Tensor:
-    """(blocks, tokens, features / blocks) -> (tokens, features): the layout `F.linear` returns (one copy)."""
-    blocks, tokens, per_block = block_major.shape
-    return block_major.transpose(0, 1).reshape(tokens, blocks * per_block)
-
-
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -223,9 +132,6 @@ class CompactDistilBertSelfAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        blocks = self._head_blocks(hidden_states)
-        if blocks > 1:
-            return self._attention_in_head_blocks(hidden_states, attention_mask, blocks, **kwargs)
         input_shape = hidden_states.shape[:-1]
         head_shape = (*input_shape, -1, self.head_dim)
         query = self.q_lin(hidden_states).view(head_shape).transpose(1, 2)
@@ -248,68 +154,6 @@ class CompactDistilBertSelfAttention(nn.Module):
         output = self.out_lin(output.reshape(*input_shape, -1))
         return output, probabilities
 
-    def _head_blocks(self, hidden_states: torch.Tensor) -> int:
-        """How many blocks of whole heads `_attention_in_head_blocks` splits the projections into, or 1 where it may
-        not run (training with dropout, adapters or hooks on the projections, other attention back-ends, many
-        tokens, one thread)."""
-        projections = (self.q_lin, self.k_lin, self.v_lin, self.out_lin)
-        if (
-            self.config._attn_implementation not in ("eager", "sdpa")
-            or (self.training and self.dropout.p > 0)
-            or not all(_is_plain(projection, nn.Linear) for projection in projections)
-            or not _runs_inference_kernels(hidden_states, *projections)
-        ):
-            return 1
-        return _column_blocks(hidden_states.shape[0] * hidden_states.shape[1], self.config.n_heads)
-
-    def _attention_in_head_blocks(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        blocks: int,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The attention for inference on few tokens, with q, k and v each computed as `blocks` column blocks of
-        whole heads (see `_column_blocks`).
-
-        Block `k` of q, k and v holds the same heads, so attention runs on the blocks as `blocks * batch` sequences of
-        `heads / blocks` heads, straight from the batched products' outputs. Only the result is rearranged, once,
-        back to (batch, seq, channels) for the output projection. (compact_squeezebert's grouped attention lays its
-        groups out the same way; each modeling file stands alone, as it is copied next to every checkpoint.)
-        """
-        batch, length, channels = hidden_states.shape
-        tokens = batch * length
-        inputs = hidden_states.reshape(tokens, channels)
-        per_block = channels // blocks
-        head_shape = (blocks * batch, length, per_block // self.head_dim, self.head_dim)
-        query, key, value = (
-            _column_block_products(inputs, projection.weight, projection.bias, blocks)
-            .view(head_shape)
-            .transpose(1, 2)  # (blocks * batch, heads / blocks, seq, head_dim)
-            for projection in (self.q_lin, self.k_lin, self.v_lin)
-        )
-        if attention_mask is not None:  # (batch, 1 or heads, q, k) -> (blocks * batch, 1 or heads / blocks, q, k)
-            mask_heads = attention_mask.shape[1]
-            attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
-            attention_mask = attention_mask.reshape(batch, min(mask_heads, blocks), -1, *attention_mask.shape[2:])
-            attention_mask = attention_mask.transpose(0, 1).expand(blocks, -1, -1, -1, -1)
-            attention_mask = attention_mask.reshape(blocks * batch, *attention_mask.shape[2:])
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, probabilities = attention_interface(
-            self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
-        )
-        # (blocks * batch, seq, heads / blocks, head_dim) -> (tokens, channels)
-        output = _rows(output.reshape(blocks, tokens, per_block))
-        out_blocks = _column_blocks(tokens, self.out_lin.out_features)
-        output = _rows(_column_block_products(output, self.out_lin.weight, self.out_lin.bias, out_blocks))
-        if probabilities is not None:  # (blocks * batch, heads / blocks, q, k) -> (batch, heads, q, k)
-            probabilities = probabilities.reshape(blocks, batch, -1, length, probabilities.shape[-1])
-            probabilities = probabilities.transpose(0, 1).reshape(batch, -1, length, probabilities.shape[-1])
-        return output.view(batch, length, -1), probabilities
-
 
 class CompactDistilBertFFN(nn.Module):
     """Position-wise feed-forward: dim -> hidden_dim -> activation -> dim, dropout."""
@@ -331,26 +175,6 @@ class CompactDistilBertFFN(nn.Module):
         return self.dropout(self.lin2(self.activation(self.lin1(hidden_states))))
 
 
-def _feed_forward_plus_residual(ffn: CompactDistilBertFFN, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`ffn(hidden_states) + hidden_states` for inference: the activation runs in place on the intermediate
-    activations, and the second matrix multiply accumulates into the residual plus its bias (no separate addition
-    pass). For few tokens on several threads both matrix multiplies run in column blocks (see `_column_blocks`)."""
-    channels = hidden_states.shape[-1]
-    inputs = hidden_states.reshape(-1, channels)
-    tokens = inputs.shape[0]
-    up, down = ffn.lin1, ffn.lin2
-    result = inputs + down.bias if down.bias is not None else inputs.clone()
-    up_blocks = _column_blocks(tokens, up.out_features)
-    if up_blocks == 1:
-        middle = _activation_in_place(ffn.activation, F.linear(inputs, up.weight, up.bias))
-        return result.addmm_(middle, down.weight.t()).view_as(hidden_states)
-    middle = _rows(_activation_in_place(ffn.activation, _column_block_products(inputs, up.weight, up.bias, up_blocks)))
-    down_blocks = _column_blocks(tokens, down.out_features)
-    projected = _column_block_products(middle, down.weight, None, down_blocks)
-    result.view(tokens, down_blocks, -1).add_(projected.transpose(0, 1))
-    return result.view_as(hidden_states)
-
-
 class CompactDistilBertBlock(GradientCheckpointingLayer):
     """One post-LayerNorm transformer block: attention + residual + LayerNorm, FFN + residual + LayerNorm."""
 
@@ -369,21 +193,7 @@ class CompactDistilBertBlock(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attention_output, _ = self.attention(hidden_states, attention_mask=attention_mask, **kwargs)
         hidden_states = self.sa_layer_norm(attention_output + hidden_states)
-        if self._fuses_feed_forward(hidden_states):
-            return self.output_layer_norm(_feed_forward_plus_residual(self.ffn, hidden_states))
         return self.output_layer_norm(self.ffn(hidden_states) + hidden_states)
-
-    def _fuses_feed_forward(self, hidden_states: torch.Tensor) -> bool:
-        """Whether the feed-forward and its residual may run as `_feed_forward_plus_residual`."""
-        ffn = self.ffn
-        return (
-            _is_plain(ffn, CompactDistilBertFFN)
-            and not ffn.chunk_size_feed_forward
-            and not (self.training and ffn.dropout.p > 0)
-            and _is_plain(ffn.lin1, nn.Linear)
-            and _is_plain(ffn.lin2, nn.Linear)
-            and _runs_inference_kernels(hidden_states, ffn)
-        )
 
 
 class CompactDistilBertTransformer(nn.Module):
@@ -556,32 +366,10 @@ class CompactDistilBertForMaskedLM(CompactDistilBertPreTrainedModel):
         )
         hidden_states = self.vocab_layer_norm(self.activation(self.vocab_transform(outputs[0])))
         logits = self.vocab_projector(hidden_states)
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, logits.size(-1)), labels.view(-1))
+        loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size) if labels is not None else None
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-
-
-def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) loss, as `config.problem_type` says; the
-    problem type is inferred from `num_labels` and the label dtype when it is not set."""
-    num_labels = config.num_labels
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
-        if num_labels == 1:
-            return MSELoss()(logits.squeeze(), labels.squeeze())
-        return MSELoss()(logits, labels)
-    if config.problem_type == "single_label_classification":
-        return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
-    return BCEWithLogitsLoss()(logits, labels)
 
 
 class CompactDistilBertForSequenceClassification(CompactDistilBertPreTrainedModel):
@@ -619,7 +407,7 @@ class CompactDistilBertForSequenceClassification(CompactDistilBertPreTrainedMode
         )
         pooled = self.dropout(self.activation(self.pre_classifier(outputs[0][:, 0])))
         logits = self.classifier(pooled)
-        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -656,9 +444,7 @@ class CompactDistilBertForTokenClassification(CompactDistilBertPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs[0]))
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        loss = self.loss_function(logits, labels, self.config) if labels is not None else None
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -701,13 +487,8 @@ class CompactDistilBertForQuestionAnswering(CompactDistilBertPreTrainedModel):
         )
         logits = self.qa_outputs(self.dropout(outputs[0]))
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            ignored = start_logits.size(1)  # positions outside the input are clamped here and ignored
-            start_positions = start_positions.view(-1).clamp(0, ignored)
-            end_positions = end_positions.view(-1).clamp(0, ignored)
-            loss_fct = CrossEntropyLoss(ignore_index=ignored)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+        # Positions outside the input are clamped to its length and ignored.
+        loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
@@ -758,7 +539,7 @@ class CompactDistilBertForMultipleChoice(CompactDistilBertPreTrainedModel):
         )
         pooled = self.dropout(self.activation(self.pre_classifier(outputs[0][:, 0])))
         logits = self.classifier(pooled).view(-1, num_choices)
-        loss = CrossEntropyLoss()(logits, labels) if labels is not None else None
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

@@ -5,10 +5,8 @@ weights), so upstream `squeezebert` checkpoints load as they are and give the sa
 `SqueezeBertModel`. Unlike upstream, activations stay in (batch, sequence, channels) layout from the embeddings to
 the output: LayerNorm needs no permutes, and each grouped projection is one batched matrix multiply.
 
-Inference on CPU (no autograd graph) takes fused kernels with the same numbers: q/k/v stay group-major so attention
-runs on each group's whole heads with no copies, and when the intermediate and output projections have the same
-groups the feed-forward runs as that many independent narrow ones. Few, large operations keep the time spent
-synchronising threads low. Training, tracing and other devices take the reference computation.
+This file is the reference computation, read top to bottom like transformers' own modeling files. Faster CPU
+inference kernels are attached from outside by `hf_compact.kernels.optimize` and leave these numbers unchanged.
 
 This file and `configuration_compact_squeezebert.py` are copied next to every saved checkpoint, so they import only
 torch, transformers and each other.
@@ -20,10 +18,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import CrossEntropyLoss
 from torch.nn import functional as F
 from transformers import initialization as init
-from transformers.activations import ACT2FN, GELUActivation
+from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -89,86 +86,13 @@ class CompactSqueezeBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-def _runs_inference_kernels(hidden_states: torch.Tensor, *modules: nn.Module) -> bool:
-    """Whether the copy-free inference kernels may compute `modules` on `hidden_states`.
-
-    They write into preallocated buffers and update them in place, which autograd cannot record, so they run only
-    when no graph is being built (`torch.no_grad`, `torch.inference_mode`, or nothing that requires grad), on CPU
-    tensors whose dtype matches the weights, outside autocast, tracing and compilation. Everything else takes the
-    reference path, which computes the same numbers.
-    """
-    if hidden_states.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    if torch.is_autocast_enabled("cpu"):
-        return False
-    grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and hidden_states.requires_grad:
-        return False
-    for module in modules:
-        for parameter in module.parameters():
-            if parameter.dtype != hidden_states.dtype or parameter.device.type != "cpu":
-                return False
-            if grad_enabled and parameter.requires_grad:
-                return False
-    return True
-
-
-def _is_plain(module: nn.Module, cls: type) -> bool:
-    """True when `module` is exactly `cls`, with no hooks or patched forward that calling it would run (adapters,
-    offloading, quantization wrap or replace modules this way), so its computation may be fused into a neighbour's."""
-    return (
-        type(module) is cls
-        and not module._forward_hooks
-        and not module._forward_pre_hooks
-        and "forward" not in vars(module)
-    )
-
-
-def _activation_in_place(activation: Callable, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`activation(hidden_states)` for a tensor nothing else holds: in place for the exact GELU and ReLU, which have
-    in-place kernels with the same numbers, out of place for any other activation."""
-    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
-        return torch.ops.aten.gelu_(hidden_states)
-    if type(activation) is nn.ReLU:
-        return torch.relu_(hidden_states)
-    return activation(hidden_states)
-
-
-# Inference on at most this many tokens (batch x sequence) splits one-group projections into column blocks.
-COLUMN_BLOCK_MAX_TOKENS = 128
-
-
-def _column_blocks(tokens: int, units: int) -> int:
-    """Into how many column blocks inference splits a one-group projection of `tokens` tokens (1: a plain matrix
-    multiply).
-
-    BLAS shares a matrix multiply with few rows (one short text, or a batch of one) out poorly over threads. Cut into
-    column blocks that one batched matrix multiply computes, each thread takes whole blocks
-    (`benchmarks/column_blocks.py` measures the gain, and where it stops). Each output is still one dot
-    product over all the inputs, equal to the plain path to float rounding. Blocks hold whole `units` (output
-    channels, or heads for q/k/v); there are twice as many as threads where `units` allows. One thread, or more
-    tokens than `COLUMN_BLOCK_MAX_TOKENS`, keeps the plain matrix multiply. Projections with several groups are
-    batched matrix multiplies over their groups already.
-    """
-    threads = torch.get_num_threads()
-    if threads < 2 or tokens > COLUMN_BLOCK_MAX_TOKENS:
-        return 1
-    divisors = [blocks for blocks in range(threads, units + 1) if units % blocks == 0]
-    enough = [blocks for blocks in divisors if blocks >= 2 * threads]
-    return enough[0] if enough else (divisors[-1] if divisors else 1)
-
-
 class CompactSqueezeBertGroupedConv(nn.Conv1d):
     """A grouped 1x1 convolution applied to channels-last input: (batch, seq, in) -> (batch, seq, out).
 
     It keeps `nn.Conv1d`'s parameters and their (out, in / groups, 1) layout, so SqueezeBERT checkpoints load into it
-    and PEFT adapts it as a convolution (PEFT builds its LoRA factors with this same class). Two computations give the
-    same numbers on the channels-last tensors the rest of the model keeps:
-
-    - inference (no autograd graph, CPU): `inference_forward`, which reads the input without copying it and can
-      fold a residual addition into the same pass;
-    - otherwise (training, tracing, other devices): `reference_forward`, one batched matrix multiply over the
-      groups (a plain one when `groups == 1`), differentiable.
+    and PEFT adapts it as a convolution (PEFT builds its LoRA factors with this same class). On the channels-last
+    tensors the rest of the model keeps, it is one batched matrix multiply over the groups (a plain one when
+    `groups == 1`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=1, *args, **kwargs):
@@ -180,12 +104,6 @@ class CompactSqueezeBertGroupedConv(nn.Conv1d):
             )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if _runs_inference_kernels(hidden_states, self):
-            return self.inference_forward(hidden_states)
-        return self.reference_forward(hidden_states)
-
-    def reference_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The differentiable computation: a batched matrix multiply over the groups (plain when `groups == 1`)."""
         groups = self.groups
         if groups == 1:
             return F.linear(hidden_states, self.weight.squeeze(-1), self.bias)
@@ -198,55 +116,6 @@ class CompactSqueezeBertGroupedConv(nn.Conv1d):
         else:
             output = torch.baddbmm(self.bias.view(groups, 1, out_per_group), grouped, weight)
         return output.transpose(0, 1).reshape(*leading, self.out_channels)
-
-    def inference_forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """The projection, plus `residual` when given, for inference: records no autograd graph (use it under
-        `torch.no_grad()` / `torch.inference_mode()`).
-
-        With several groups, one batched matrix multiply reads the input through a strided (groups, tokens,
-        in / groups) view, and its group-major result is added to the bias (and residual) in the same pass that lays
-        it out channels-last. One group on few tokens is computed the same way in column blocks (see
-        `_column_blocks`); otherwise the matrix multiply accumulates straight into the residual plus bias.
-        """
-        *leading, channels_in = hidden_states.shape
-        inputs = hidden_states.reshape(-1, channels_in)
-        rows = inputs.shape[0]
-        if residual is not None:
-            residual = residual.reshape(rows, self.out_channels)
-            start = residual + self.bias if self.bias is not None else residual.clone()
-        parts = self.groups if self.groups > 1 else _column_blocks(rows, self.out_channels)
-        if parts == 1:
-            weight = self.weight.view(self.out_channels, channels_in)
-            output = F.linear(inputs, weight, self.bias) if residual is None else start.addmm_(inputs, weight.t())
-            return output.view(*leading, self.out_channels)
-        out_per_part = self.out_channels // parts
-        projected = torch.bmm(*self.split(inputs, parts)).transpose(0, 1)  # (tokens, parts, out / parts), a view
-        if residual is not None:
-            output = start.view(rows, parts, out_per_part).add_(projected)
-        elif self.bias is not None:
-            output = torch.add(projected, self.bias.view(parts, out_per_part), out=inputs.new_empty(projected.shape))
-        else:
-            output = projected.contiguous()
-        return output.view(*leading, self.out_channels)
-
-    def split(self, inputs: torch.Tensor, parts: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (parts, tokens, in) inputs and (parts, in, out / parts) weights of one batched matrix multiply whose
-        entry `k` is output channels `k * out / parts` onwards of this projection of 2-d `inputs`, for inference.
-
-        With several groups the parts are the groups, each reading its own input channels (a strided view of
-        `inputs`); with one group they are `parts` column blocks, each reading all of `inputs` (a stride-0 view).
-        """
-        rows, channels_in = inputs.shape
-        if self.groups > 1:
-            if parts != self.groups:
-                raise ValueError(f"A projection with {self.groups} groups splits into its groups, not {parts} parts.")
-            per_group = channels_in // parts
-            shared_or_grouped = inputs.view(rows, parts, per_group).transpose(0, 1)
-        else:
-            per_group = channels_in
-            shared_or_grouped = inputs.expand(parts, rows, channels_in)
-        weight = self.weight.view(parts, self.out_channels // parts, per_group).transpose(1, 2)
-        return shared_or_grouped, weight
 
 
 def eager_attention_forward(
@@ -295,8 +164,6 @@ class CompactSqueezeBertSelfAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._attends_by_group(hidden_states):
-            return self._grouped_attention(hidden_states, attention_mask, **kwargs)
         input_shape = hidden_states.shape[:-1]
         head_shape = (*input_shape, -1, self.head_dim)
         query = self.query(hidden_states).view(head_shape).transpose(1, 2)
@@ -318,70 +185,6 @@ class CompactSqueezeBertSelfAttention(nn.Module):
         )
         return output.reshape(*input_shape, -1), probabilities
 
-    def _attends_by_group(self, hidden_states: torch.Tensor) -> bool:
-        """Whether `_grouped_attention` may run: inference, eager or sdpa attention, plain q/k/v projections with the
-        same groups, biases, and whole heads in every group."""
-        projections = (self.query, self.key, self.value)
-        return (
-            self.config._attn_implementation in ("eager", "sdpa")
-            and not (self.training and self.dropout.p > 0)
-            and all(_is_plain(p, CompactSqueezeBertGroupedConv) for p in projections)
-            and all(p.groups == self.query.groups and p.bias is not None for p in projections)
-            and self.config.num_attention_heads % self.query.groups == 0
-            and _runs_inference_kernels(hidden_states, *projections)
-        )
-
-    def _head_parts(self, tokens: int) -> int:
-        """The parts `_grouped_attention` computes q, k and v in: their groups, or for one group a number of column
-        blocks of whole heads (1 on many tokens or one thread; see `_column_blocks`)."""
-        groups = self.query.groups
-        return groups if groups > 1 else _column_blocks(tokens, self.config.num_attention_heads)
-
-    def _grouped_attention(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The attention for inference, with each group of q/k/v channels kept as its own batch entry.
-
-        Each of q, k and v is one batched matrix multiply over the groups, reading the input through a strided view
-        (no copy) and leaving group `k`'s channels as batch entry `k` (one group on few tokens: column blocks of
-        whole heads, read from a stride-0 view of the input). The heads of a group are whole heads, so attention runs
-        on them as `groups * batch` sequences of `heads / groups` heads, straight from those products' outputs. Only
-        the result is rearranged, once, back to (batch, seq, channels).
-        """
-        batch, length, channels = hidden_states.shape
-        inputs = hidden_states.reshape(batch * length, channels)
-        groups = self._head_parts(batch * length)
-        per_group = channels // groups
-        head_shape = (groups * batch, length, per_group // self.head_dim, self.head_dim)
-        query, key, value = (
-            torch.baddbmm(projection.bias.view(groups, 1, per_group), *projection.split(inputs, groups))
-            .view(head_shape)
-            .transpose(1, 2)  # (g * batch, heads / g, seq, head_dim)
-            for projection in (self.query, self.key, self.value)
-        )
-        if attention_mask is not None:  # (batch, 1 or heads, q, k) -> (g * batch, 1 or heads / g, q, k)
-            mask_heads = attention_mask.shape[1]
-            attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
-            attention_mask = attention_mask.reshape(batch, min(mask_heads, groups), -1, *attention_mask.shape[2:])
-            attention_mask = attention_mask.transpose(0, 1).expand(groups, -1, -1, -1, -1)
-            attention_mask = attention_mask.reshape(groups * batch, *attention_mask.shape[2:])
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, probabilities = attention_interface(
-            self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
-        )
-        # (g * batch, seq, heads / g, head_dim) -> (batch, seq, channels)
-        output = output.reshape(groups, batch * length, per_group).transpose(0, 1).reshape(batch, length, channels)
-        if probabilities is not None:  # (g * batch, heads / g, q, k) -> (batch, heads, q, k)
-            probabilities = probabilities.reshape(groups, batch, -1, length, probabilities.shape[-1])
-            probabilities = probabilities.transpose(0, 1).reshape(batch, -1, length, probabilities.shape[-1])
-        return output, probabilities
-
 
 class CompactSqueezeBertConvDropoutLayerNorm(nn.Module):
     """Grouped projection, dropout, residual, LayerNorm."""
@@ -393,14 +196,6 @@ class CompactSqueezeBertConvDropoutLayerNorm(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        if (
-            not (self.training and self.dropout.p > 0)
-            and _is_plain(self.conv1d, CompactSqueezeBertGroupedConv)
-            and _runs_inference_kernels(hidden_states, self.conv1d)
-            and not (torch.is_grad_enabled() and residual.requires_grad)
-        ):
-            # The residual and the bias are the matrix multiplies' starting value: no separate addition pass.
-            return self.layernorm(self.conv1d.inference_forward(hidden_states, residual=residual))
         return self.layernorm(self.dropout(self.conv1d(hidden_states)) + residual)
 
 
@@ -413,63 +208,7 @@ class CompactSqueezeBertConvActivation(nn.Module):
         self.act = ACT2FN[activation]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        conv = self.conv1d
-        if _is_plain(conv, CompactSqueezeBertGroupedConv) and _runs_inference_kernels(hidden_states, conv):
-            return _activation_in_place(self.act, conv.inference_forward(hidden_states))
         return self.act(self.conv1d(hidden_states))
-
-
-# Tokens per step of the fused grouped feed-forward: bounds its (tokens, intermediate) scratch activations
-# (12 MiB in fp32 at intermediate 3072), so large batches reuse memory instead of mapping fresh pages every layer.
-FEED_FORWARD_ROWS = 1024
-
-
-def _grouped_feed_forward(
-    hidden_states: torch.Tensor,
-    intermediate: CompactSqueezeBertConvActivation,
-    output: CompactSqueezeBertConvDropoutLayerNorm,
-    rows_per_step: int | None = None,
-) -> torch.Tensor:
-    """`output(intermediate(hidden_states), hidden_states)` for inference, when both projections have the same groups.
-
-    Group `k` of the output projection reads only group `k` of the intermediate activations, which come only from
-    group `k` of the input: the feed-forward is `groups` independent narrow ones. Each step of `rows_per_step` tokens
-    runs them all as two batched matrix multiplies over the groups, reading the input through a strided view and
-    keeping the intermediate activations group-major (no copies, activation in place); the result is added to the
-    residual plus bias in one pass. With one group and few tokens, both projections run in column blocks instead
-    (see `_column_blocks`), the intermediate activations laid out channels-last between them.
-    """
-    rows_per_step = rows_per_step or FEED_FORWARD_ROWS
-    channels = hidden_states.shape[-1]
-    inputs = hidden_states.reshape(-1, channels)
-    up, down = intermediate.conv1d, output.conv1d
-    groups = up.groups
-    result = inputs + down.bias if down.bias is not None else inputs.clone()
-    rows = inputs.shape[0]
-    blocks = _column_blocks(rows, up.out_channels) if groups == 1 and rows <= rows_per_step else 1
-    if blocks > 1:
-        shared, block_weight = up.split(inputs, blocks)
-        if up.bias is None:
-            middle = torch.bmm(shared, block_weight)
-        else:
-            middle = torch.baddbmm(up.bias.view(blocks, 1, -1), shared, block_weight)
-        middle = _activation_in_place(intermediate.act, middle).transpose(0, 1).reshape(rows, up.out_channels)
-        blocks = _column_blocks(rows, channels)
-        result.view(rows, blocks, -1).add_(torch.bmm(*down.split(middle, blocks)).transpose(0, 1))
-        return output.layernorm(result.view_as(hidden_states))
-    in_per_group = channels // groups
-    mid_per_group = up.out_channels // groups
-    up_weight = up.weight.view(groups, mid_per_group, in_per_group).transpose(1, 2)
-    down_weight = down.weight.view(groups, in_per_group, mid_per_group).transpose(1, 2)
-    for start in range(0, rows, rows_per_step):
-        grouped = inputs[start : start + rows_per_step].view(-1, groups, in_per_group).transpose(0, 1)
-        if up.bias is None:
-            middle = torch.bmm(grouped, up_weight)
-        else:
-            middle = torch.baddbmm(up.bias.view(groups, 1, mid_per_group), grouped, up_weight)
-        projected = torch.bmm(_activation_in_place(intermediate.act, middle), down_weight)  # (g, rows, C/g)
-        result[start : start + rows_per_step].view(-1, groups, in_per_group).add_(projected.transpose(0, 1))
-    return output.layernorm(result.view_as(hidden_states))
 
 
 class CompactSqueezeBertModule(GradientCheckpointingLayer):
@@ -495,22 +234,7 @@ class CompactSqueezeBertModule(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
         hidden_states = self.post_attention(attention_output, hidden_states)
-        if self._fuses_feed_forward(hidden_states):
-            return _grouped_feed_forward(hidden_states, self.intermediate, self.output)
         return self.output(self.intermediate(hidden_states), hidden_states)
-
-    def _fuses_feed_forward(self, hidden_states: torch.Tensor) -> bool:
-        """Whether the feed-forward may run as independent per-group feed-forwards (see `_grouped_feed_forward`)."""
-        intermediate, output = self.intermediate, self.output
-        return (
-            not (self.training and output.dropout.p > 0)
-            and _is_plain(intermediate, CompactSqueezeBertConvActivation)
-            and _is_plain(output, CompactSqueezeBertConvDropoutLayerNorm)
-            and _is_plain(intermediate.conv1d, CompactSqueezeBertGroupedConv)
-            and _is_plain(output.conv1d, CompactSqueezeBertGroupedConv)
-            and intermediate.conv1d.groups == output.conv1d.groups
-            and _runs_inference_kernels(hidden_states, intermediate, output)
-        )
 
 
 class CompactSqueezeBertEncoder(nn.Module):
@@ -718,32 +442,10 @@ class CompactSqueezeBertForMaskedLM(CompactSqueezeBertPreTrainedModel):
             **kwargs,
         )
         logits = self.cls(outputs[0])
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1))
+        loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size) if labels is not None else None
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-
-
-def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) loss, as `config.problem_type` says; the
-    problem type is inferred from `num_labels` and the label dtype when it is not set."""
-    num_labels = config.num_labels
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
-        if num_labels == 1:
-            return nn.MSELoss()(logits.squeeze(), labels.squeeze())
-        return nn.MSELoss()(logits, labels)
-    if config.problem_type == "single_label_classification":
-        return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
-    return nn.BCEWithLogitsLoss()(logits, labels)
 
 
 class CompactSqueezeBertForSequenceClassification(CompactSqueezeBertPreTrainedModel):
@@ -779,7 +481,7 @@ class CompactSqueezeBertForSequenceClassification(CompactSqueezeBertPreTrainedMo
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -824,7 +526,7 @@ class CompactSqueezeBertForMultipleChoice(CompactSqueezeBertPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
-        loss = CrossEntropyLoss()(logits, labels) if labels is not None else None
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -865,9 +567,7 @@ class CompactSqueezeBertForTokenClassification(CompactSqueezeBertPreTrainedModel
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs[0]))
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        loss = self.loss_function(logits, labels, self.config) if labels is not None else None
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -909,13 +609,8 @@ class CompactSqueezeBertForQuestionAnswering(CompactSqueezeBertPreTrainedModel):
         )
         logits = self.qa_outputs(outputs[0])
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            ignored = start_logits.size(1)  # positions outside the input are clamped here and ignored
-            start_positions = start_positions.view(-1).clamp(0, ignored)
-            end_positions = end_positions.view(-1).clamp(0, ignored)
-            loss_fct = CrossEntropyLoss(ignore_index=ignored)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+        # Positions outside the input are clamped to its length and ignored.
+        loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
