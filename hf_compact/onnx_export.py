@@ -11,7 +11,8 @@ that runs an exported model through ONNX Runtime.
 [{'label': 'positive', 'score': 0.97}]
 ```
 
-Export uses torch's default exporter (`torch.onnx.export(..., dynamo=True)`, built on `torch.export`; it needs the
+The graph is the models' reference computation: CPU kernels attached by `hf_compact.kernels.optimize` are set aside
+while exporting. Export uses torch's default exporter (`torch.onnx.export(..., dynamo=True)`, built on `torch.export`; it needs the
 `onnxscript` package). Every head of both compact types exports, and BERT-family models with the same inputs do too:
 
 - inputs `input_ids` and `attention_mask`, plus `token_type_ids` for models with segment embeddings (SqueezeBERT-style,
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from .kernels import reference_only
 from .inference import (
     DEFAULT_BATCH_SIZE,
     apply_function,
@@ -213,7 +215,7 @@ def export_onnx(
         else:
             axes = {0: batch, 1: sequence}
         wrapper = _OnnxExportWrapper(model, output_names)
-        with _quiet_exporter():
+        with _quiet_exporter(), reference_only(model):
             torch.onnx.export(
                 wrapper,
                 tuple(inputs.values()),

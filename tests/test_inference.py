@@ -12,6 +12,7 @@ from transformers import (
 )
 
 import hf_compact
+from hf_compact import kernels
 from hf_compact.inference import (
     LengthSortedTextClassificationPipeline,
     classify,
@@ -32,6 +33,14 @@ def ragged_texts(n=23, seed=0):
     texts.append("w1 w2 zebra w3")
     rng.shuffle(texts)
     return texts
+
+
+@pytest.fixture(autouse=True)
+def kernel_cache(tmp_path, monkeypatch):
+    """Kernel choices go to a file of the test's own, never the user's cache."""
+    monkeypatch.setenv(kernels.CACHE_ENV, str(tmp_path / "kernels.json"))
+    monkeypatch.setattr(kernels, "_default_selector", None)
+    return tmp_path / "kernels.json"
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +213,30 @@ def test_enable_length_sorted_pipeline_only_for_compact_types(models, tokenizer,
         disable_length_sorted_pipeline()
     restored = pipeline("sentiment-analysis", model=str(tmp_path / "compact_distilbert"))
     assert type(restored) is TextClassificationPipeline
+
+
+@pytest.mark.parametrize("name", ["compact_distilbert", "compact_squeezebert"])
+def test_classify_and_the_pipeline_run_the_kernels_and_leave_the_model_as_it_was(models, tokenizer, name, monkeypatch,
+                                                                                kernel_cache):
+    model, texts = models[name], ragged_texts()
+    optimized_during = []
+    original = kernels.KernelSelector.choose
+
+    def choose(self, module, *args, **kwargs):
+        optimized_during.append(kernels.is_optimized(model))
+        return original(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(kernels.KernelSelector, "choose", choose)
+    monkeypatch.setattr(kernels, "_default_selector", kernels.KernelSelector(repeats=1))
+    with torch.inference_mode():
+        reference = classify(model, tokenizer, texts[:1])  # warms the cache of this shape class
+    classified = classify(model, tokenizer, texts, batch_size=4)
+    assert optimized_during and all(optimized_during)  # the dispatchers ran, choosing by measurement
+    assert not kernels.is_optimized(model)  # and were removed afterwards
+    assert reference[0]["label"] == classified[texts.index(texts[0])]["label"]
+    assert kernel_cache.exists()
+    optimized_during.clear()
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer,
+                          pipeline_class=LengthSortedTextClassificationPipeline)
+    assert_same_results(classifier(texts, batch_size=4), classified)
+    assert optimized_during and not kernels.is_optimized(model)

@@ -178,3 +178,16 @@ def test_inference_benchmark_quick_run_writes_json(tmp_path):
         for name in ("pipeline_batch32", "classify", "length_sorted_pipeline", "onnx_fp32"):
             assert methods[name]["agreement_with_pipeline"] == 1.0
         assert 0.0 <= entry["int8_vs_fp32_agreement"] <= 1.0
+
+
+def test_an_optimized_model_exports_its_reference_computation(tmp_path, monkeypatch):
+    from hf_compact import kernels
+
+    monkeypatch.setenv(kernels.CACHE_ENV, str(tmp_path / "kernels.json"))
+    torch.manual_seed(0)
+    model = hf_compact.CompactSqueezeBertForSequenceClassification(CONFIGS["CompactSqueezeBert"]()).eval()
+    kernels.optimize(model, kernels.KernelSelector(cache_path=None, repeats=1))
+    path = export_onnx(model, tmp_path / "model.onnx")
+    assert kernels.is_optimized(model)  # set aside for the export only
+    graph_ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "MatMul" in graph_ops or "Gemm" in graph_ops
