@@ -413,9 +413,9 @@ def print_table(result: dict):
               f"{row['speedup_vs_bert']:>7.2f}x {row['gflop_per_s']:>8.1f} {row['fraction_of_peak']:>7.0%} "
               f"{memory:>8}")
     if result.get("kernels"):
-        print(f"\nkernels chosen on {result['kernels']['machine']} (median ms of each candidate):")
+        print(f"\nkernels chosen on {result['kernels']['machine']} (ms, each candidate's fastest round):")
         for shape, entry in result["kernels"]["choices"].items():
-            timings = ", ".join(f"{name} {ms:.2f}" for name, ms in entry["median_ms"].items())
+            timings = ", ".join(f"{name} {ms:.2f}" for name, ms in entry["ms"].items())
             print(f"  {shape}: {entry['kernel']} ({timings})")
 
 

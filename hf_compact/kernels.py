@@ -17,7 +17,9 @@ Which of them is faster depends on the CPU, its BLAS and the shape of the input,
   attention. Everything else runs the module's own forward.
 - The first call for a shape class (module type and sizes, dtype, batch and sequence length rounded up to a power of
   two) times the reference forward against every kernel that fits, on the call's own inputs, interleaved, and keeps
-  a kernel only if its median beats the reference's by `margin`; a kernel that loses on this CPU is never used here.
+  a kernel only if its fastest round beats the reference's by `margin` (other work on the machine only ever adds
+  time, so the fastest round is the steadiest measure of what the CPU can do); a kernel that loses on this CPU is
+  never used here.
   The choice is stored per machine (CPU model and flags, torch version, thread count) in a JSON file,
   `$HF_COMPACT_KERNEL_CACHE`, else `$XDG_CACHE_HOME/hf_compact/kernels.json` (`~/.cache/hf_compact/kernels.json`).
 
@@ -40,7 +42,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -443,11 +444,11 @@ def shape_class(module: nn.Module, hidden_states: torch.Tensor) -> str:
     return f"{type(module).__name__}/{digest}/{dtype}/batch<={_power_of_two(batch)}/seq<={_power_of_two(length)}"
 
 
-def pick(medians: dict[str, float], margin: float) -> str:
-    """The fastest entry of `medians` (seconds, including `REFERENCE`), provided it beats the reference by `margin`
-    (a fraction); otherwise the reference."""
-    best = min(medians, key=medians.get)
-    if best != REFERENCE and medians[best] < (1.0 - margin) * medians[REFERENCE]:
+def pick(seconds: dict[str, float], margin: float) -> str:
+    """The fastest entry of `seconds` (including `REFERENCE`), provided it beats the reference by `margin` (a
+    fraction); otherwise the reference."""
+    best = min(seconds, key=seconds.get)
+    if best != REFERENCE and seconds[best] < (1.0 - margin) * seconds[REFERENCE]:
         return best
     return REFERENCE
 
@@ -470,7 +471,7 @@ class KernelSelector:
 
     Args:
         cache_path: the JSON file of choices (see `default_cache_path`); None keeps them in memory only.
-        repeats: timed rounds per measurement (after one untimed round); the median of each candidate counts.
+        repeats: timed rounds per measurement (after one untimed round); each candidate's fastest round counts.
         margin: how much faster than the reference (a fraction) a kernel must be to be chosen.
         clock: the time source (seconds); tests pass a fake one.
     """
@@ -491,7 +492,7 @@ class KernelSelector:
         self._choices: dict[str, dict] | None = None
 
     def choices(self) -> dict[str, dict]:
-        """This machine's choices so far: shape class -> {"kernel": name, "median_ms": {candidate: ms}}."""
+        """This machine's choices so far: shape class -> {"kernel": name, "ms": {candidate: fastest round}}."""
         if self._choices is None:
             self._choices = self._read().get(machine_key(), {})
         return self._choices
@@ -518,8 +519,8 @@ class KernelSelector:
             logger.warning(f"Could not store the kernel choices in {self.cache_path} ({error}); kept in memory.")
 
     def measure(self, candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
-        """Median seconds of each candidate: one untimed round, then `repeats` rounds, each calling every candidate
-        once, starting one candidate later every round."""
+        """Seconds of each candidate's fastest round: one untimed round, then `repeats` rounds, each calling every
+        candidate once, starting one candidate later every round."""
         names = list(candidates)
         with _outputs_not_recorded():
             for name in names:
@@ -531,7 +532,7 @@ class KernelSelector:
                     start = self.clock()
                     candidates[name]()
                     times[name].append(self.clock() - start)
-        return {name: statistics.median(values) for name, values in times.items()}
+        return {name: min(values) for name, values in times.items()}
 
     def choose(self, module: nn.Module, kernels: list[Kernel], reference: Callable, args, kwargs) -> str:
         """The name of the computation to use for this call (`REFERENCE` or a kernel's), timing them on this call's
@@ -544,12 +545,12 @@ class KernelSelector:
         candidates = {REFERENCE: lambda: reference(*args, **kwargs)}
         for kernel in kernels:
             candidates[kernel.name] = lambda kernel=kernel: kernel.forward(module, *args, **kwargs)
-        medians = self.measure(candidates)
-        choice = pick(medians, self.margin)
-        entry = {"kernel": choice, "median_ms": {name: 1e3 * seconds for name, seconds in medians.items()}}
+        fastest = self.measure(candidates)
+        choice = pick(fastest, self.margin)
+        entry = {"kernel": choice, "ms": {name: 1e3 * seconds for name, seconds in fastest.items()}}
         self.choices()[key] = entry
         self._save(key, entry)
-        logger.info(f"{key}: {choice} ({', '.join(f'{n} {ms:.2f} ms' for n, ms in entry['median_ms'].items())})")
+        logger.info(f"{key}: {choice} ({', '.join(f'{n} {ms:.2f} ms' for n, ms in entry['ms'].items())})")
         return choice
 
 
