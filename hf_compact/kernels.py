@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -207,8 +208,6 @@ def blocked_attention(
 
 def _eager_attention(module: nn.Module) -> Callable:
     """The eager attention function of the modeling file `module` comes from."""
-    import sys
-
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
@@ -363,10 +362,6 @@ class Kernel:
     name: str
     fits: Callable[[nn.Module], bool]
     forward: Callable
-
-
-def _always(module: nn.Module) -> bool:
-    return True
 
 
 KERNELS: dict[str, tuple[Kernel, ...]] = {
