@@ -425,8 +425,8 @@ _signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def shape_class(module: nn.Module, hidden_states: torch.Tensor) -> str:
-    """The module's type and sizes (its parameters' shapes, sub-module classes, attention back-end), dtype, and batch and
-    sequence length rounded up to powers of two: calls of one class are timed once."""
+    """The module's type and sizes (its parameters' shapes, sub-module classes, attention back-end), dtype, and
+    batch and sequence length rounded up to powers of two: calls of one class are timed once."""
     digest = _signatures.get(module)
     if digest is None:
         shapes = ";".join(f"{name}{tuple(p.shape)}" for name, p in module.named_parameters())

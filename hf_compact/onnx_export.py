@@ -12,8 +12,9 @@ that runs an exported model through ONNX Runtime.
 ```
 
 The graph is the models' reference computation: CPU kernels attached by `hf_compact.kernels.optimize` are set aside
-while exporting. Export uses torch's default exporter (`torch.onnx.export(..., dynamo=True)`, built on `torch.export`; it needs the
-`onnxscript` package). Every head of both compact types exports, and BERT-family models with the same inputs do too:
+while exporting. Export uses torch's default exporter (`torch.onnx.export(..., dynamo=True)`, built on
+`torch.export`; it needs the `onnxscript` package). Every head of both compact types exports, and BERT-family models
+with the same inputs do too:
 
 - inputs `input_ids` and `attention_mask`, plus `token_type_ids` for models with segment embeddings (SqueezeBERT-style,
   BERT), all int64 of shape (batch, sequence), or (batch, choices, sequence) for multiple choice, every axis dynamic;

@@ -1,6 +1,6 @@
-"""The CPU inference kernels of `hf_compact.kernels`: each gives the numbers of the reference (the modeling files) and of
-transformers' classes; they run only where they may; they are chosen by measurement, cached per machine, and removed
-again; and the modeling files carry none of them."""
+"""The CPU inference kernels of `hf_compact.kernels`: each gives the numbers of the reference (the modeling files)
+and of transformers' classes; they run only where they may; they are chosen by measurement, cached per machine, and
+removed again; and the modeling files carry none of them."""
 
 import json
 import re
@@ -382,6 +382,7 @@ def test_the_modeling_files_are_the_reference_computation(name):
     assert "CrossEntropyLoss" not in source and "MSELoss" not in source  # the losses are self.loss_function
 
 
+@pytest.mark.slow
 def test_speed_benchmark_quick_run_writes_its_json(tmp_path):
     output = tmp_path / "speed.json"
     completed = subprocess.run(
@@ -408,6 +409,7 @@ def test_speed_benchmark_quick_run_writes_its_json(tmp_path):
     assert "compact_squeezebert" in completed.stdout and "kernels chosen on" in completed.stdout
 
 
+@pytest.mark.slow
 def test_speed_benchmark_profile_reports_where_the_time_goes(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--device", "cpu", "--threads", "1",

@@ -154,6 +154,7 @@ def test_onnx_classifier_needs_labels(tmp_path, tokenizer):
     assert [item["label"] for item in result[0]] != []
 
 
+@pytest.mark.slow
 def test_inference_benchmark_quick_run_writes_json(tmp_path):
     output = tmp_path / "inference.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
