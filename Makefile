@@ -43,10 +43,9 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 # The benchmarks (minutes each; run on a quiet machine): each prints its measurements; speed, inference and the
-# teacher cache also write them under benchmarks/results/ (column blocks too).
+# teacher cache also write them under benchmarks/results/.
 bench: install
 	$(BIN)/python benchmarks/speed.py
-	$(BIN)/python benchmarks/column_blocks.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/teacher_cache.py
 	$(BIN)/python benchmarks/training_step.py

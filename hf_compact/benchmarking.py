@@ -13,10 +13,11 @@ medians over repeated passes.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
@@ -76,16 +77,31 @@ def _timed_forward(model, batch) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def serving(models: Mapping[str, torch.nn.Module], warmup_batches: Sequence[Mapping] = ()) -> Iterator[None]:
+    """Run the block as `classify` runs a model: in eval mode under `torch.inference_mode`, with the CPU kernels
+    that win on this machine attached (`hf_compact.kernels.optimized`; nothing changes for other models). Every
+    model first runs `warmup_batches` untimed, so kernel choices and first-call allocations happen outside the
+    timings."""
+    from .kernels import optimized
+
+    with contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(optimized(model.eval()))
+        stack.enter_context(torch.inference_mode())
+        for batch in warmup_batches:
+            for model in models.values():
+                model(**batch)
+        yield
+
+
 def median_batch_ms(models: Mapping[str, torch.nn.Module], batches: Sequence[Mapping]) -> dict[str, float]:
     """Median forward time (ms) of each model over the same `batches`, the models taking turns batch by batch after
-    one warm-up call each."""
+    an untimed pass over them all (see `serving`)."""
     if not batches:
         raise ValueError("median_batch_ms needs at least one batch.")
     times = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            model(**batches[0])
+    with serving(models, warmup_batches=batches):
         for batch in batches:
             for name, model in models.items():
                 times[name].append(1000 * _timed_forward(model, batch))
@@ -104,8 +120,9 @@ def compare_speed(
 ) -> dict:
     """Throughput (texts/s over all `texts` in length-sorted batches) and single-text latency of each model.
 
-    Every model sees the same batches; within a pass the models take turns batch by batch. The figures are medians
-    over `repeats` passes (after one warm-up batch each); single-text latency is the median over the first
+    Every model runs as `classify` runs it (see `serving`: compact models with the CPU kernels that win here) and
+    sees the same batches; within a pass the models take turns batch by batch. The figures are medians
+    over `repeats` passes (after an untimed pass over every batch); single-text latency is the median over the first
     `single_text_samples` texts, one at a time, the models again taking turns.
     """
     if not texts:
@@ -124,13 +141,9 @@ def compare_speed(
         {k: torch.from_numpy(v) for k, v in pad_batch(encodings, [i], pad_token_id=pad_id, keys=keys).items()}
         for i in range(min(single_text_samples, len(texts)))
     ]
-    for model in models.values():
-        model.eval()
     passes = {name: [] for name in models}
     single = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():  # warm-up: first calls allocate and pick kernels
-            model(**batches[len(batches) // 2])
+    with serving(models, warmup_batches=batches + singles):
         for _ in range(repeats):
             totals = dict.fromkeys(models, 0.0)
             for batch in batches:
@@ -162,4 +175,4 @@ def compare_speed(
     }
 
 
-__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name", "median_batch_ms"]
+__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name", "median_batch_ms", "serving"]
