@@ -32,10 +32,10 @@ from transformers.pipelines.text_classification import ClassificationFunction, T
 from transformers.tokenization_utils_base import LARGE_INTEGER
 
 from .kernels import optimized
+from .model_types import COMPACT_MODEL_TYPES
 
 
 DEFAULT_BATCH_SIZE = 32
-COMPACT_MODEL_TYPES = ("compact_distilbert", "compact_squeezebert")
 FUNCTIONS_TO_APPLY = ("default", "softmax", "sigmoid", "none")
 _TASK = "text-classification"
 

@@ -40,6 +40,7 @@ import hf_compact
 from hf_compact.benchmarking import compare_speed
 from hf_compact.io import write_json_atomic, write_text_atomic
 from hf_compact.model_card import write_model_card
+from hf_compact.model_types import COMPACT_MODEL_TYPES
 from hf_compact.training_precision import fastest_training_precision
 
 
@@ -49,8 +50,8 @@ import finetune  # noqa: E402
 import rotten_tomatoes  # noqa: E402
 
 
-QUICK_TRAIN, QUICK_EVAL = 640, 128  # --quick: examples kept for training and for each evaluation split
-STUDENTS = ("compact_distilbert", "compact_squeezebert")
+QUICK_TRAIN, QUICK_EVAL = 320, 128  # --quick: examples kept for training and for each evaluation split
+STUDENTS = COMPACT_MODEL_TYPES  # compact_distilbert, compact_squeezebert
 # The bar each student is held to: (least retention of the teacher's accuracy, least speed-up).
 BARS = {"compact_distilbert": (0.98, 1.9), "compact_squeezebert": (0.97, 2.5)}
 NAMES = {
@@ -194,7 +195,7 @@ def choose_precision(args, teacher_path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if torch.cuda.is_available() else threads_per_job(args))
     try:
-        choice, seconds = fastest_training_precision(student, batch, steps=3 if args.quick else 6)
+        choice, seconds = fastest_training_precision(student, batch, steps=2 if args.quick else 6)
     finally:
         torch.set_num_threads(threads)
     print(f"training precision: {'bf16 autocast' if choice == 'bf16' else 'float32'} "
@@ -304,7 +305,9 @@ def run_side_by_side(args, runs: list[dict]):
             result = finished(run["folder"])
             bar.write(f"{run['label']}: test accuracy {result['student']['metrics']['accuracy']:.4f}")
             bar.update(1)
-        bar.set_postfix_str(" | ".join(f"{label} {p}%" for label, p in sorted(percent.items())), refresh=True)
+        postfix = " | ".join(f"{label} {p}%" for label, p in sorted(percent.items()))
+        if postfix != bar.postfix:  # redrawn only when a run moves on a percent
+            bar.set_postfix_str(postfix, refresh=True)
     bar.close()
 
 

@@ -137,18 +137,43 @@ def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
     return teacher, tokenizer, student, layer_map, distiller, data, tokenized
 
 
-def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> RunResults:
-    model_args, objective, args = run.model, run.objective, run.training
-    # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
-    work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir,
-                               resume=bool(args.resume_from_checkpoint))
-    accelerator = Accelerator(
+def make_accelerator(args: DistillTrainingArguments, work_dir: str) -> Accelerator:
+    """The CPU where there is no accelerator (so `accelerate launch` and torchrun processes form one gloo group),
+    checkpoints named and rotated by Accelerate inside the work folder, tracker logs in its runs/."""
+    return Accelerator(
         cpu=args.use_cpu or not has_accelerator(), mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=work_dir, logging_dir=os.path.join(work_dir, "runs"),
                                             automatic_checkpoint_naming=True, total_limit=args.save_total_limit),
     )
+
+
+def cached_soft_targets(run: RunArguments, accelerator, teacher, train_set, collator):
+    """When the losses need nothing from the teacher but its logits: the training split with the teacher's soft
+    targets added, computed once in the training precision (as the teacher would give them in the loop) and cached,
+    the cache folder, and the seconds it took (a forward pass over the data, or a read from disk). Otherwise the
+    split as it is, and None twice."""
+    model_args, args = run.model, run.training
+    if model_args.task == "mlm" or run.objective.needs_teacher_forward or model_args.no_teacher_cache:
+        return train_set, None, None
+    cache_dir = model_args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
+                                                             ".teacher_cache")
+    start = time.perf_counter()
+    with accelerator.main_process_first():
+        train_set = add_teacher_logits(
+            teacher, train_set, cache_dir, collator, top_k=model_args.teacher_cache_top_k,
+            batch_size=args.per_device_eval_batch_size, show_progress=accelerator.is_local_main_process,
+            autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
+    return train_set, cache_dir, time.perf_counter() - start
+
+
+def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> RunResults:
+    model_args, objective, args = run.model, run.objective, run.training
+    # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
+    work_dir = plan_output_dir(args.output_dir, overwrite=args.overwrite_output_dir,
+                               resume=bool(args.resume_from_checkpoint))
+    accelerator = make_accelerator(args, work_dir)
     accelerator.print(f"{accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
                       f"{torch.get_num_threads()} thread(s) each")
     set_seed(args.seed)
@@ -157,18 +182,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                                                                                              work_dir)
     collator = collator_for_task(tokenizer, model_args.task)
     teacher = teacher.to(accelerator.device).eval()  # never prepared: frozen, and out of the checkpoints
-    use_cache = model_args.task != "mlm" and not objective.needs_teacher_forward and not model_args.no_teacher_cache
-    cache_dir = model_args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
-                                                             ".teacher_cache")
-    train_set, cache_seconds = tokenized["train"], None
-    if use_cache:  # soft targets in the training precision, as the teacher would give them in the loop
-        start = time.perf_counter()
-        with accelerator.main_process_first():
-            train_set = add_teacher_logits(
-                teacher, train_set, cache_dir, collator, top_k=model_args.teacher_cache_top_k,
-                batch_size=args.per_device_eval_batch_size, show_progress=accelerator.is_local_main_process,
-                autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
-        cache_seconds = time.perf_counter() - start  # a forward pass over the data, or a read from disk
+    train_set, cache_dir, cache_seconds = cached_soft_targets(run, accelerator, teacher, tokenized["train"], collator)
     if not args.resume_from_checkpoint:
         fit_grouped_student(model_args, teacher, student, layer_map, train_set, collator,
                             args.per_device_eval_batch_size)
@@ -187,7 +201,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     eval_loaders = {split: accelerator.prepare(d) for split, d in eval_loaders.items()}
     teacher_metrics, teacher_predictions = evaluate_teacher(
         model_args.task, teacher, eval_sets, eval_loaders, accelerator, collator, args.per_device_eval_batch_size,
-        cache_dir if use_cache else None)
+        cache_dir)
     accelerator.print(f"teacher validation {scores(teacher_metrics['validation'])}")
     accelerator.init_trackers("distill", config={k: v for group in vars(run).values() for k, v in vars(group).items()
                                                  if isinstance(v, (int, float, str, bool))})

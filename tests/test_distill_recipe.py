@@ -1,11 +1,14 @@
 """recipes/distill.py end to end on a tiny trained teacher: learning, two processes, kill and resume, bad input."""
 
+import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -21,12 +24,41 @@ FAST = ["--report_to", "none", "--latency_batches", "2", "--per_device_train_bat
 
 
 def run(args, expect_ok=True, launcher=None):
+    """Run the recipe as a user does, in a process of its own; a run expected to fail runs in this process (see
+    `run_failing`)."""
+    if not expect_ok and launcher is None:
+        return run_failing(args)
     command = (launcher or [sys.executable]) + [RECIPE] + [str(a) for a in args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
+
+
+def run_failing(args):
+    """`distill.main(args)` in this process (no interpreter to start: these runs stop early), with what it prints
+    captured and its exit status as a process would report it: argparse's 2, 1 for a SystemExit message or an
+    error."""
+    from accelerate.state import AcceleratorState
+
+    sys.path.insert(0, str(Path(RECIPE).parent))
+    import distill
+
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            distill.main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+            if not isinstance(stop.code, int) and stop.code is not None:
+                print(stop.code, file=sys.stderr)
+        except Exception:  # noqa: BLE001  (as the interpreter would: the traceback on stderr, status 1)
+            code = 1
+            traceback.print_exc()
+        finally:
+            AcceleratorState._reset_state(True)
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def run_killed(args, at_step):
