@@ -1,9 +1,10 @@
 """Fine-tuning with the transformers `Trainer`: the work `recipes/finetune.py` leaves to the library.
 
-What the label column holds (`problem_type_of`, `label_count`) and whether a trained head fits it (`check_labels`);
-the model with its head and optional LoRA adapters (`ModelArguments`, `load_model`); the metrics the Trainer
-reports, with agreement against a teacher's predictions (`metrics_function`, `teacher_predictions`); and what a
-run leaves behind (`save_final_model`, and `results_record`, its `hf_compact.results.RunResults`).
+What the label column holds (`problem_type_of`, `label_count`) and whether a trained head fits it
+(`hf_compact.validation.check_labels`, shared with distillation); the model with its head and optional LoRA adapters
+(`ModelArguments`, `load_model`); the metrics the Trainer reports, with agreement against a teacher's predictions
+(`metrics_function`, `teacher_predictions`); and what a run leaves behind (`save_final_model`, and
+`results_record`, its `hf_compact.results.RunResults`).
 
 ```python
 >>> from transformers import HfArgumentParser
@@ -32,7 +33,6 @@ from transformers import (
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
-    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -52,7 +52,7 @@ from .results import (
     TrainingRecord,
     card_inputs,
 )
-from .validation import load_config
+from .validation import check_labels, load_config
 
 
 logger = logging.get_logger(__name__)
@@ -164,27 +164,6 @@ def label_count(data: datasets.DatasetDict, label_column: str, problem_type: str
     return 1
 
 
-def check_labels(config: PretrainedConfig, num_labels: int, names: list[str] | None, *, model_name: str) -> bool:
-    """Whether `config` has a trained head (labels named other than `LABEL_i`); raises SystemExit when that head
-    does not fit the data's `num_labels` labels `names` (in id order; None for integer ids). A model without a
-    trained head takes the data's labels."""
-    trained_labels = {i: label for i, label in config.id2label.items() if not str(label).startswith("LABEL_")}
-    if not trained_labels:
-        return False
-    if config.num_labels != num_labels:
-        raise SystemExit(
-            f"{model_name} predicts {config.num_labels} labels ({list(config.id2label.values())}) but the data has "
-            f"{num_labels} ({names}); fine-tune from a model without a trained head, or fix --label_column."
-        )
-    trained_order = [config.id2label[i] for i in range(num_labels)]
-    if names is not None and trained_order != list(names):
-        raise SystemExit(
-            f"{model_name} was trained on labels {trained_order}, the data has {list(names)} in that id order; "
-            "rename or reorder the labels."
-        )
-    return True
-
-
 def tokenize_for_task(data: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments,
                       problem_type: str) -> tuple[datasets.DatasetDict, object]:
     """The tokenized splits (with `labels` and `length` columns) and the collator that pads their batches."""
@@ -211,7 +190,7 @@ def load_model(model_args: ModelArguments, num_labels: int, names: list[str] | N
     """The model with a head for the data's labels (LoRA-wrapped when `lora_r` > 0), and the keyword arguments the
     base model must be loaded with for an adapter's head (the data's labels where the head is new)."""
     config = load_config(model_args.model_name_or_path, "--model_name_or_path")
-    trained_head = check_labels(config, num_labels, names, model_name=model_args.model_name_or_path)
+    trained_head = check_labels(config, num_labels, names, model=model_args.model_name_or_path)
     # A head that was never trained for labels is replaced when the data has another number of them.
     kwargs = {"num_labels": num_labels, "ignore_mismatched_sizes": not trained_head}
     if names is not None:
@@ -424,7 +403,6 @@ __all__ = [
     "add_lora",
     "best_model_metric",
     "check_adapter_is_publishable",
-    "check_labels",
     "final_test_metrics",
     "label_count",
     "load_data",
