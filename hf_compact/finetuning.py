@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,6 +42,7 @@ from .arguments import CardArguments, DataArguments
 from .data import label_names, load_recipe_dataset, tokenize_dataset, tokenize_token_dataset
 from .metrics import compute_classification_metrics, predictions_from_logits
 from .model_card import hub_model_id
+from .output_dir import move_into
 from .results import (
     DistributedRecord,
     LoraRecord,
@@ -344,12 +344,7 @@ def save_final_model(model, tokenizer: PreTrainedTokenizerBase, output_dir: str,
     staging = tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    for name in os.listdir(staging):
-        target = os.path.join(output_dir, name)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.replace(os.path.join(staging, name), target)
-    os.rmdir(staging)
+    move_into(staging, output_dir)
     return saved
 
 

@@ -97,10 +97,19 @@ def save_model_atomic(accelerator, model, tokenizer, output_dir: str | os.PathLi
                                                     state_dict=accelerator.get_state_dict(model))
     if accelerator.is_main_process:
         tokenizer.save_pretrained(staging)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-        os.rmdir(staging)
+        move_into(staging, output_dir)
     accelerator.wait_for_everyone()
+
+
+def move_into(staging: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """Move every file (or folder) of a finished save in `staging` into `output_dir`, each in one rename replacing
+    what had its name, then remove the empty `staging`."""
+    for name in os.listdir(staging):
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)
+    os.rmdir(staging)
 
 
 __all__ = [
@@ -108,6 +117,7 @@ __all__ = [
     "check_free_space",
     "create_work_dir",
     "finish_output_dir",
+    "move_into",
     "plan_output_dir",
     "save_model_atomic",
 ]
