@@ -223,6 +223,50 @@ class BaselineRecord(Record):
 
 
 @dataclass(kw_only=True)
+class EngineTrial(Record):
+    """One engine tried for a precision: its speed and accuracy on the evaluation texts, and whether it passed."""
+
+    engine: str
+    texts_per_s: float | None = None
+    accuracy: float | None = None
+    passed_gate: bool | None = None
+
+
+@dataclass(kw_only=True)
+class VariantRecord(Record):
+    """A lower-precision copy of the saved model, checked against its float32 self on the same evaluation texts.
+
+    Only a variant with `passed_gate` true is saved (under `path`, relative to the model folder) and published.
+    """
+
+    precision: str  # "bf16", "int8"
+    engine: str  # the engine kept for it: "torch", "onnxruntime-dynamic", "onnxruntime-static"
+    passed_gate: bool
+    accuracy: float | None = None
+    float32_accuracy: float | None = None  # the float32 model's accuracy on the same texts
+    accuracy_drop_points: float | None = None  # float32 accuracy minus this one, in points
+    tolerance_points: float | None = None  # the largest drop the gate accepts
+    agreement: float | None = None  # share of texts given the float32 model's label
+    max_score_difference: float | None = None  # largest change of any label's score
+    texts_per_s: float | None = None
+    float32_texts_per_s: float | None = None  # the float32 model, measured side by side
+    single_text_ms: float | None = None
+    file_size_bytes: int | None = None
+    path: str | None = None
+    reason: str | None = None  # why the gate refused it
+    cpu_flags: list[str] | None = None  # the CPU's instruction-set flags the engine choice was measured with
+    threads: int | None = None
+    trials: list[EngineTrial] | None = None  # every engine tried for this precision
+
+    @property
+    def speedup(self) -> float | None:
+        """Texts/s against the float32 model's, measured side by side."""
+        if self.texts_per_s and self.float32_texts_per_s:
+            return self.texts_per_s / self.float32_texts_per_s
+        return None
+
+
+@dataclass(kw_only=True)
 class RunResults(Record):
     """Everything a run measured and recorded: the one source of the figures in its model card."""
 
@@ -241,6 +285,7 @@ class RunResults(Record):
     base_model: str | None = None  # the Hub model the run descends from
     speed: SpeedRecord | None = None
     baseline: BaselineRecord | None = None
+    variants: list[VariantRecord] | None = None  # lower-precision copies checked against this model
 
     def _check(self, source: str, path: str) -> None:
         if self.task not in TASKS:
@@ -419,6 +464,7 @@ __all__ = [
     "BaselineRecord",
     "DatasetRecord",
     "DistributedRecord",
+    "EngineTrial",
     "LoraRecord",
     "ModelRecord",
     "Record",
@@ -428,6 +474,7 @@ __all__ = [
     "TASKS",
     "TeacherRecord",
     "TrainingRecord",
+    "VariantRecord",
     "card_inputs",
     "dataset_record",
     "load_results",
