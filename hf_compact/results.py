@@ -265,6 +265,15 @@ class VariantRecord(Record):
             return self.texts_per_s / self.float32_texts_per_s
         return None
 
+    @property
+    def accuracy_change_points(self) -> float | None:
+        """This variant's accuracy minus the float32 model's, in points (negative: it lost accuracy)."""
+        if self.accuracy_drop_points is not None:
+            return -self.accuracy_drop_points
+        if self.accuracy is not None and self.float32_accuracy is not None:
+            return 100 * (self.accuracy - self.float32_accuracy)
+        return None
+
 
 @dataclass(kw_only=True)
 class RunResults(Record):

@@ -13,11 +13,13 @@ from hf_compact.arguments import CardArguments, DataArguments
 from hf_compact.model_card import PLOT_FILENAME, build_model_card
 from hf_compact.results import (
     DatasetRecord,
+    EngineTrial,
     ModelRecord,
     RunResults,
     SeedRecord,
     SpeedRecord,
     TrainingRecord,
+    VariantRecord,
     card_inputs,
 )
 
@@ -34,6 +36,19 @@ def minimal(**fields):
         "student": {"parameters": 11_000_000, "metrics": {"accuracy": 0.81}},
         **fields,
     }
+
+
+VARIANTS = [
+    {"precision": "bf16", "engine": "torch", "passed_gate": True, "accuracy": 0.8, "float32_accuracy": 0.81,
+     "accuracy_drop_points": 1.0, "tolerance_points": 1.5, "agreement": 0.97, "max_score_difference": 0.02,
+     "texts_per_s": 550.0, "float32_texts_per_s": 500.0, "single_text_ms": 4.2, "file_size_bytes": 22_000_000,
+     "path": "variants/bf16", "cpu_flags": ["avx2", "avx512_bf16"], "threads": 2},
+    {"precision": "int8", "engine": "onnxruntime-dynamic", "passed_gate": False, "accuracy": 0.77,
+     "float32_accuracy": 0.81, "texts_per_s": 900.0, "float32_texts_per_s": 500.0,
+     "reason": "accuracy fell 4.00 points, more than the tolerance of 1.5", "measured_on": "a newer reader's field",
+     "trials": [{"engine": "onnxruntime-static", "texts_per_s": 800.0, "accuracy": 0.75, "passed_gate": False},
+                {"engine": "onnxruntime-dynamic", "texts_per_s": 900.0, "accuracy": 0.77, "passed_gate": False}]},
+]
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda path: path.parent.name)
@@ -72,6 +87,15 @@ def test_unknown_keys_are_kept_at_every_level(tmp_path):
         (lambda d: d.update(speed={"sequence_length": [128]}), r"'speed\.sequence_length'.*a whole number or a string"),
         (lambda d: d.update(dataset="reviews"), r"'dataset'.*a JSON object"),
         (lambda d: d.update(training={"teacher_cache": "yes"}), r"'training\.teacher_cache'.*true or false"),
+        (lambda d: d.update(variants=[VARIANTS[0], {**VARIANTS[1], "passed_gate": "false"}]),
+         r"'variants\[1\]\.passed_gate'.*is 'false'; it must be true or false"),
+        (lambda d: d.update(variants=[{**VARIANTS[0], "texts_per_s": "fast"}]),
+         r"'variants\[0\]\.texts_per_s'.*is 'fast'; it must be a number"),
+        (lambda d: d.update(variants=[{**VARIANTS[1], "trials": [{"engine": "torch", "accuracy": "0.7"}]}]),
+         r"'variants\[0\]\.trials\[0\]\.accuracy'.*a number"),
+        (lambda d: d.update(variants=[{k: v for k, v in VARIANTS[0].items() if k != "passed_gate"}]),
+         r"Required field 'variants\[0\]\.passed_gate' is missing"),
+        (lambda d: d.update(variants=VARIANTS[0]), r"'variants'.*a list"),
     ],
 )
 def test_a_wrong_type_names_the_field_and_the_file(tmp_path, change, message):
@@ -81,6 +105,30 @@ def test_a_wrong_type_names_the_field_and_the_file(tmp_path, change, message):
     with pytest.raises(ValueError, match=message) as error:
         RunResults.load(tmp_path / "results.json")
     assert str(tmp_path / "results.json") in str(error.value)
+
+
+def test_variants_round_trip_through_results_json(tmp_path):
+    data = minimal(variants=VARIANTS)
+    path = RunResults.from_dict(data).save(tmp_path / "results.json")
+    assert json.loads(Path(path).read_text()) == data
+    results = RunResults.load(path)
+    bf16, int8 = results.variants
+    assert isinstance(bf16, VariantRecord) and bf16.passed_gate is True and bf16.path == "variants/bf16"
+    assert int8.passed_gate is False and int8.path is None and int8.extra == {"measured_on": "a newer reader's field"}
+    assert int8.trials == [
+        EngineTrial(engine="onnxruntime-static", texts_per_s=800.0, accuracy=0.75, passed_gate=False),
+        EngineTrial(engine="onnxruntime-dynamic", texts_per_s=900.0, accuracy=0.77, passed_gate=False),
+    ]
+    assert results.to_dict() == data and RunResults.from_dict(results.to_dict()) == results
+
+
+def test_variant_speedup_and_accuracy_change_come_from_its_measurements():
+    bf16, int8 = RunResults.from_dict(minimal(variants=VARIANTS)).variants
+    assert bf16.speedup == pytest.approx(1.1) and int8.speedup == pytest.approx(1.8)
+    assert bf16.accuracy_change_points == -1.0  # the recorded drop, as a change
+    assert int8.accuracy_change_points == pytest.approx(-4.0)  # from the two accuracies
+    assert VariantRecord(precision="int8", engine="torch", passed_gate=False).accuracy_change_points is None
+    assert VariantRecord(precision="int8", engine="torch", passed_gate=False, texts_per_s=10.0).speedup is None
 
 
 def test_unmeasured_values_are_absent():
