@@ -37,7 +37,7 @@ from .flops import flops_per_token
 from .io import write_text_atomic
 from .model_types import COMPACT_TYPES, SQUEEZEBERT_GROUP_FIELDS
 from .plots import plot_accuracy_vs_latency, validate_points
-from .results import RunResults, SpeedRecord, TrainingRecord, load_results, usage_example
+from .results import RunResults, SpeedRecord, TrainingRecord, VariantRecord, load_results, usage_example
 
 
 PLOT_FILENAME = "accuracy_vs_latency.png"
@@ -77,6 +77,13 @@ _PLACEHOLDERS = [
     ("TBD", re.compile(r"\bTBD\b")),
     ("N/A", re.compile(re.escape("N/A"))),
 ]
+# The CPU flags that decide which lower-precision engine is fast, in the order a card names them ("amx" stands for
+# every AMX flag: amx_bf16, amx_int8, amx_tile).
+VARIANT_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "amx", "avx2")
+# The engine whose variant folder is a transformers folder (loaded by `pipeline`); other engines' folders load with
+# hf_compact.precision.load_variant.
+PIPELINE_ENGINE = "torch"
+
 _TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 _TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_API_TOKEN")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -331,6 +338,103 @@ def _teacher(results: RunResults, measured_parameters: int) -> SimpleNamespace |
     )
 
 
+def _points(value: float) -> str:
+    """A change in points with its sign (`-0.16`, `+0.08`, `0.00`)."""
+    value = round(value, 2) + 0.0  # no "-0.00"
+    return f"{value:+.2f}" if value else "0.00"
+
+
+def _milliseconds(value: float | None) -> str | None:
+    if not _positive(value):
+        return None
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def _relevant_flags(variants: list[VariantRecord]) -> list[str] | None:
+    """The flags of `VARIANT_CPU_FLAGS` the variants were measured with; None where no variant recorded its CPU's."""
+    if all(variant.cpu_flags is None for variant in variants):
+        return None
+    recorded = {flag.lower() for variant in variants for flag in variant.cpu_flags or []}
+    return [flag for wanted in VARIANT_CPU_FLAGS
+            for flag in sorted(recorded) if flag == wanted or (wanted == "amx" and flag.startswith("amx"))]
+
+
+def _only(values) -> Any:
+    """The one value all the variants share (absent ones ignored); None when they differ or none is recorded."""
+    distinct = {value for value in values if value is not None}
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _variant_row(variant: VariantRecord) -> SimpleNamespace:
+    change, speedup = variant.accuracy_change_points, variant.speedup
+    rate = format_rate(variant.texts_per_s) if _positive(variant.texts_per_s) else None
+    if rate and speedup:
+        rate = f"{rate} ({speedup:.2f}x)"
+    return SimpleNamespace(
+        precision=variant.precision,
+        engine=variant.engine,
+        accuracy=format_metric("accuracy", variant.accuracy) if variant.accuracy is not None else None,
+        change=_points(change) if change is not None else None,
+        agreement=format_metric("agreement", variant.agreement) if variant.agreement is not None else None,
+        rate=rate,
+        single_ms=_milliseconds(variant.single_text_ms),
+        size=format_bytes(variant.file_size_bytes) if _positive(variant.file_size_bytes) else None,
+        passed=variant.passed_gate,
+        reason=variant.reason,
+    )
+
+
+def _variant_usage(results: RunResults, variant: VariantRecord, repo_id: str, compact: bool) -> SimpleNamespace:
+    """How to load a saved variant: a transformers folder through `pipeline`, any other through
+    `hf_compact.precision.load_variant`; from the Hub, its subfolder is downloaded first."""
+    function = {"fill-mask": "fill_mask", "token-classification": "tagger"}.get(results.task, "classifier")
+    through_pipeline = variant.engine == PIPELINE_ENGINE
+    lines = ([f"import hf_compact  # registers {results.model_type} with transformers"]
+             if through_pipeline and compact else [])
+    from_hub = _HUB_ID.match(repo_id) and not os.path.exists(repo_id)
+    if from_hub:
+        lines.append("from huggingface_hub import snapshot_download")
+    lines += ["from transformers import pipeline" if through_pipeline
+              else "from hf_compact.precision import load_variant", ""]
+    if from_hub:
+        lines.append(f'download = snapshot_download("{repo_id}", allow_patterns=[{_literal(variant.path + "/*")}])')
+        folder = f'f"{{download}}/{variant.path}"'
+    else:
+        folder = _literal(f"{repo_id}/{variant.path}")
+    if through_pipeline:
+        lines += [f'{function} = pipeline("{results.task}", model={folder})',
+                  f"print({_usage_call(results, function)})"]
+    else:
+        text = usage_example(results.dataset.example) or "Your text here."
+        lines += [f"{function} = load_variant({folder})", f"print({function}([{_literal(text)}]))"]
+    return SimpleNamespace(precision=variant.precision, engine=variant.engine, path=variant.path,
+                           pipeline=through_pipeline, snippet="\n".join(lines))
+
+
+def _variants(results: RunResults, repo_id: str, compact: bool, plotted: bool) -> SimpleNamespace | None:
+    """The lower-precision variants' table, the gate and CPU they were measured with, and the usage of each saved
+    one; None for a run without variants."""
+    variants = results.variants or []
+    if not variants:
+        return None
+    tolerance = _only(variant.tolerance_points for variant in variants)
+    threads = _only(variant.threads for variant in variants)
+    float32_accuracy = _only(variant.float32_accuracy for variant in variants)
+    return SimpleNamespace(
+        rows=[_variant_row(variant) for variant in variants],
+        tolerance=f"{tolerance:g}" if tolerance is not None else None,
+        tolerances=", ".join(f"{variant.precision} {variant.tolerance_points:g}" for variant in variants
+                             if variant.tolerance_points is not None),
+        flags=_relevant_flags(variants),
+        wanted_flags=[flag + ("*" if flag == "amx" else "") for flag in VARIANT_CPU_FLAGS],
+        threads=threads,
+        float32_accuracy=format_metric("accuracy", float32_accuracy) if float32_accuracy is not None else None,
+        saved=[_variant_usage(results, variant, repo_id, compact) for variant in variants
+               if variant.passed_gate and variant.path],
+        plotted=plotted,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Usage snippets (code, written here; the text around them is in the template)
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,6 +605,8 @@ def card_context(
         "agreement": (format_metric("agreement", measured.metrics["agreement"])
                       if "agreement" in measured.metrics else None),
         "usage": _usage(results, repo_id or results.model_name, compact, model_code),
+        "variants": _variants(results, repo_id or results.model_name, compact,
+                              plotted=bool(plot_file and variant_points(results))),
     }
 
 
@@ -620,8 +726,9 @@ def write_model_card(
 ) -> str:
     """Write `folder/README.md` (atomically) from measured results, with an accuracy-against-latency plot.
 
-    When `comparison` has at least 2 points, `folder/accuracy_vs_latency.png` is drawn and embedded with a relative
-    link. Where `results` has no `config`, the architecture is read from `folder/config.json` if there is one.
+    When `comparison` has at least 2 points, `folder/accuracy_vs_latency.png` is drawn, with a point for each of the
+    model's lower-precision variants (`variant_points`), and embedded with a relative link. Where `results` has no
+    `config`, the architecture is read from `folder/config.json` if there is one.
 
     Args:
         folder: the model folder (created if missing).
@@ -642,7 +749,7 @@ def write_model_card(
     if comparison is not None and len(comparison) >= 2:
         batch = results.speed.batch_size if results.speed is not None else None
         plot_accuracy_vs_latency(
-            comparison,
+            list(comparison) + variant_points(results),
             os.path.join(folder, PLOT_FILENAME),
             title=f"{results.model_name}: accuracy against latency",
             latency_label=f"Latency (ms per batch of {batch})" if batch else "Latency (ms per batch)",
@@ -675,6 +782,32 @@ def comparison_from_results(results: RunResults | Mapping | str | os.PathLike) -
     return points
 
 
+def variant_points(results: RunResults | Mapping | str | os.PathLike) -> list[dict]:
+    """One accuracy-against-latency point per lower-precision variant (`role` "variant", `refused` where the gate
+    refused it), named "<model> <precision>", on the plot's axis: milliseconds per batch.
+
+    A variant's speed was measured side by side with the float32 model, so it is placed at the float32 model's
+    latency (`speed.student_ms` or `speed.model_ms`) divided by its speed-up; without that latency, at the batch size
+    of `speed` divided by its texts/s. A variant without a measured accuracy or speed has no point.
+    """
+    results = load_results(results)
+    speed = results.speed or SpeedRecord()
+    model_ms = _positive(speed.student_ms if speed.student_ms is not None else speed.model_ms)
+    points = []
+    for variant in results.variants or []:
+        if variant.accuracy is None:
+            continue
+        if model_ms and variant.speedup:
+            latency_ms = model_ms / variant.speedup
+        elif speed.batch_size and _positive(variant.texts_per_s):
+            latency_ms = speed.batch_size * 1000 / variant.texts_per_s
+        else:
+            continue
+        points.append({"name": f"{results.model_name} {variant.precision}", "accuracy": variant.accuracy,
+                       "latency_ms": latency_ms, "role": "variant", "refused": not variant.passed_gate})
+    return points
+
+
 __all__ = [
     "build_model_card",
     "card_context",
@@ -685,5 +818,6 @@ __all__ = [
     "required_transformers",
     "template_text",
     "usage_example",
+    "variant_points",
     "write_model_card",
 ]

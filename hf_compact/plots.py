@@ -1,4 +1,5 @@
-"""Accuracy-against-latency plots: where a student sits beside its teacher and other baselines.
+"""Accuracy-against-latency plots: where a student sits beside its teacher, other baselines and its own
+lower-precision variants.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no display needed) and saved atomically as PNG
 (`hf_compact.io.atomic_path`).
@@ -25,19 +26,23 @@ from collections.abc import Mapping
 from .io import atomic_path
 
 
-ROLES = ("teacher", "student", "baseline")
+ROLES = ("teacher", "student", "baseline", "variant")
 _STYLES = {
     "teacher": {"marker": "s", "color": "#c0392b", "label": "teacher"},
     "student": {"marker": "o", "color": "#1f6fb4", "label": "student"},
     "baseline": {"marker": "^", "color": "#7f7f7f", "label": "baseline"},
+    "variant": {"marker": "D", "color": "#2e8b57", "label": "lower-precision variant"},
 }
+# Where a point's name goes, in points from the marker: a variant sits beside its float32 model, whose name is above.
+_LABEL_OFFSETS = {"variant": (6, -12)}
 
 
 def validate_points(points) -> list[dict]:
     """Check accuracy-against-latency points and return them as plain dicts.
 
     Each point needs `name` (str), `accuracy` (a fraction in [0, 1]), `latency_ms` (> 0) and `role`
-    (`"teacher"`, `"student"` or `"baseline"`). Raises a ValueError naming the bad point and field.
+    (`"teacher"`, `"student"`, `"baseline"` or `"variant"`); `refused` (true or false, default false) marks a
+    variant the accuracy gate refused. Raises a ValueError naming the bad point and field.
     """
     if not isinstance(points, (list, tuple)) or not points:
         raise ValueError(f"points must be a non-empty list of dicts; got {points!r}.")
@@ -64,8 +69,32 @@ def validate_points(points) -> list[dict]:
             )
         if role not in ROLES:
             raise ValueError(f"points[{index}]['role']={role!r} is invalid: use one of {list(ROLES)}.")
-        checked.append({"name": name, "accuracy": float(accuracy), "latency_ms": float(latency), "role": role})
+        refused = point.get("refused", False)
+        if not isinstance(refused, bool) or (refused and role != "variant"):
+            raise ValueError(f"points[{index}]['refused']={refused!r} is invalid: use true or false, and true only "
+                             "for a point whose role is 'variant'.")
+        checked.append({"name": name, "accuracy": float(accuracy), "latency_ms": float(latency), "role": role,
+                        "refused": refused})
     return checked
+
+
+def plot_marks(points) -> list[dict]:
+    """What `plot_accuracy_vs_latency` draws for `points`, one mark per point in their order: its position (`x`:
+    latency in ms, `y`: accuracy in %), `label` (the name, with " (refused)" for a refused variant) and where it
+    goes (`label_offset`, in points), `role`, `marker`, `color` and `hollow` (a refused variant is an outline)."""
+    return [
+        {
+            "label": point["name"] + (" (refused)" if point["refused"] else ""),
+            "x": point["latency_ms"],
+            "y": 100 * point["accuracy"],
+            "role": point["role"],
+            "marker": _STYLES[point["role"]]["marker"],
+            "color": _STYLES[point["role"]]["color"],
+            "hollow": point["refused"],
+            "label_offset": _LABEL_OFFSETS.get(point["role"], (6, 6)),
+        }
+        for point in validate_points(points)
+    ]
 
 
 def _finite(value) -> bool:
@@ -83,7 +112,8 @@ def plot_accuracy_vs_latency(
 
     Args:
         points: dicts with `name`, `accuracy` (fraction in [0, 1]), `latency_ms` and `role`
-            (`"teacher"`, `"student"` or `"baseline"`; one colour and marker per role).
+            (`"teacher"`, `"student"`, `"baseline"` or `"variant"`; one colour and marker per role), and for a
+            variant the gate refused `refused: True` (drawn hollow). `plot_marks` lists what is drawn.
         path: where to write the PNG (written to a temporary file beside it, then moved into place).
         title: optional plot title.
         latency_label: the x-axis label; keep the unit in it.
@@ -91,7 +121,7 @@ def plot_accuracy_vs_latency(
     Returns:
         `path` as a string.
     """
-    points = validate_points(points)
+    marks = plot_marks(points)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -102,29 +132,26 @@ def plot_accuracy_vs_latency(
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for role in ROLES:
-        chosen = [p for p in points if p["role"] == role]
-        if not chosen:
-            continue
-        style = _STYLES[role]
-        axes.scatter(
-            [p["latency_ms"] for p in chosen],
-            [100 * p["accuracy"] for p in chosen],
-            marker=style["marker"],
-            color=style["color"],
-            s=60,
-            label=style["label"],
-            zorder=3,
-        )
-        for point in chosen:
-            axes.annotate(
-                point["name"],
-                (point["latency_ms"], 100 * point["accuracy"]),
-                xytext=(6, 6),
-                textcoords="offset points",
-                fontsize=8,
+        for hollow in (False, True):
+            chosen = [mark for mark in marks if mark["role"] == role and mark["hollow"] == hollow]
+            if not chosen:
+                continue
+            style = _STYLES[role]
+            axes.scatter(
+                [mark["x"] for mark in chosen],
+                [mark["y"] for mark in chosen],
+                marker=style["marker"],
+                facecolors="none" if hollow else style["color"],
+                edgecolors=style["color"],
+                s=60,
+                label=style["label"] + (" (refused)" if hollow else ""),
+                zorder=3,
             )
-    latencies = [p["latency_ms"] for p in points]
-    accuracies = [100 * p["accuracy"] for p in points]
+    for mark in marks:
+        axes.annotate(mark["label"], (mark["x"], mark["y"]), xytext=mark["label_offset"], textcoords="offset points",
+                      fontsize=8)
+    latencies = [mark["x"] for mark in marks]
+    accuracies = [mark["y"] for mark in marks]
     x_pad = max(0.15 * (max(latencies) - min(latencies)), 0.1 * max(latencies))
     y_pad = max(0.15 * (max(accuracies) - min(accuracies)), 0.5)
     axes.set_xlim(max(0.0, min(latencies) - x_pad), max(latencies) + 2 * x_pad)  # room for the labels
@@ -142,4 +169,4 @@ def plot_accuracy_vs_latency(
     return path
 
 
-__all__ = ["plot_accuracy_vs_latency", "validate_points"]
+__all__ = ["plot_accuracy_vs_latency", "plot_marks", "validate_points"]

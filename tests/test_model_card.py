@@ -16,9 +16,10 @@ from hf_compact.model_card import (
     check_card_text,
     comparison_from_results,
     template_text,
+    variant_points,
     write_model_card,
 )
-from hf_compact.plots import plot_accuracy_vs_latency, validate_points
+from hf_compact.plots import plot_accuracy_vs_latency, plot_marks, validate_points
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -291,16 +292,22 @@ def test_comparison_from_results_gives_teacher_and_student_points():
     assert comparison_from_results(finetuned_results()) == []  # no latency measured
 
 
-def test_usage_snippets_run_on_a_saved_folder(tmp_path, tokenizer_dir):
+def save_tiny_classifier(folder, tokenizer_dir, dtype=None):
+    """A tiny compact_distilbert classifier with its tokenizer saved in `folder` (weights in `dtype` if given)."""
     from transformers import BertTokenizer
 
-    folder = tmp_path / "model"
     config = hf_compact.CompactDistilBertConfig(
         vocab_size=55, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64,
         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
     )
-    hf_compact.CompactDistilBertForSequenceClassification(config).save_pretrained(folder)
+    model = hf_compact.CompactDistilBertForSequenceClassification(config)
+    (model.to(dtype) if dtype is not None else model).save_pretrained(folder)
     BertTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def test_usage_snippets_run_on_a_saved_folder(tmp_path, tokenizer_dir):
+    folder = save_tiny_classifier(tmp_path / "model", tokenizer_dir)
     results = copy.deepcopy(distilled_results())
     results.pop("config")  # read from the folder's config.json
     text = ModelCard.load(write_model_card(folder, results, repo_id=str(folder))).text
@@ -521,3 +528,149 @@ def test_no_remote_code_claim_without_the_code_in_the_folder(tmp_path):
     (folder / "modeling_compact_distilbert.py").unlink()
     text = ModelCard.load(write_model_card(folder, results)).text
     assert "trust_remote_code" not in text and "import hf_compact" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lower-precision variants
+# ---------------------------------------------------------------------------------------------------------------
+
+CPU_FLAGS = ["fpu", "sse4_2", "avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+
+
+def bf16_variant(**changes):
+    return {"precision": "bf16", "engine": "torch", "passed_gate": True, "accuracy": 0.7918,
+            "float32_accuracy": 0.7926, "accuracy_drop_points": 0.08, "tolerance_points": 0.5, "agreement": 0.9906,
+            "max_score_difference": 0.012, "texts_per_s": 2093.4, "float32_texts_per_s": 1870.2, "single_text_ms": 3.41,
+            "file_size_bytes": 22030617, "path": "variants/bf16", "cpu_flags": CPU_FLAGS, "threads": 2, **changes}
+
+
+def int8_variant(**changes):
+    return {"precision": "int8", "engine": "onnxruntime-dynamic", "passed_gate": False, "accuracy": 0.7712,
+            "float32_accuracy": 0.7926, "accuracy_drop_points": 2.14, "tolerance_points": 0.5, "agreement": 0.9498,
+            "texts_per_s": 2992.3, "float32_texts_per_s": 1870.2, "single_text_ms": 1.87, "file_size_bytes": 11520000,
+            "reason": "accuracy fell 2.14 points, more than the tolerance of 0.5", "cpu_flags": CPU_FLAGS,
+            "threads": 2, "trials": [{"engine": "onnxruntime-static", "texts_per_s": 2410.0, "accuracy": 0.7601,
+                                      "passed_gate": False}], **changes}
+
+
+def variants_results(*variants):
+    results = distilled_results()
+    results["variants"] = list(variants) if variants else [bf16_variant(), int8_variant()]
+    return results
+
+
+def variants_section(text):
+    assert text.count("## Lower-precision variants") == 1
+    return text.split("## Lower-precision variants", 1)[1].split("\n## ", 1)[0]
+
+
+def test_variants_are_listed_with_their_gate_and_only_saved_ones_get_a_snippet():
+    card = build_model_card(variants_results(), repo_id="me/rt-compact-distilbert")
+    section = variants_section(card.text)
+    assert "| bf16 | torch | 79.18% | -0.08 | 99.06% | 2,093 (1.12x) | 3.4 | 22.0 MB | passed |" in section
+    assert ("| int8 | onnxruntime-dynamic | 77.12% | -2.14 | 94.98% | 2,992 (1.60x) | 1.9 | 11.5 MB | "
+            "refused: accuracy fell 2.14 points, more than the tolerance of 0.5 |") in section
+    assert "float32 accuracy 79.26%" in section and "on 2 threads" in section
+    assert "at most 0.5 points below the float32 model's" in section
+    assert "as measured: avx512_vnni, avx512_bf16, amx_bf16, amx_tile, avx2." in section  # sse4_2, avx512f left out
+    assert "Only the variants that passed the gate are saved" in section
+    assert "The plot above" not in section  # no plot in this card
+
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(snippets) == 1  # the refused int8 variant has no files, so no usage
+    assert 'snapshot_download("me/rt-compact-distilbert", allow_patterns=["variants/bf16/*"])' in snippets[0]
+    assert 'pipeline("text-classification", model=f"{download}/variants/bf16")' in snippets[0]
+    assert "import hf_compact" in snippets[0]
+    assert "variants/int8" not in section and "load_variant" not in section
+    compile(snippets[0], "<variant snippet>", "exec")
+
+
+def test_a_saved_int8_variant_loads_through_load_variant():
+    variant = int8_variant(passed_gate=True, path="variants/int8", reason=None, accuracy_drop_points=0.21,
+                           accuracy=0.7905)
+    section = variants_section(build_model_card(variants_results(variant), repo_id="/data/runs/rt").text)
+    assert "| int8 | onnxruntime-dynamic | 79.05% | -0.21 |" in section and "| passed |" in section
+    assert "`pip install onnxruntime`" in section
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert snippet == ('from hf_compact.precision import load_variant\n\n'
+                       'classifier = load_variant("/data/runs/rt/variants/int8")\n'
+                       'print(classifier(["Your text here."]))\n')
+
+
+def test_bf16_variant_snippet_runs_on_a_saved_variant_folder(tmp_path, tokenizer_dir):
+    import torch
+
+    folder = save_tiny_classifier(tmp_path / "model", tokenizer_dir)
+    save_tiny_classifier(folder / "variants" / "bf16", tokenizer_dir, dtype=torch.bfloat16)
+    card = build_model_card(variants_results(), repo_id=str(folder))
+    (snippet,) = re.findall(r"```python\n(.*?)```", variants_section(card.text), flags=re.DOTALL)
+    assert f'model="{folder}/variants/bf16"' in snippet
+    namespace = {}
+    exec(compile(snippet, "<variant snippet>", "exec"), namespace)
+    assert namespace["classifier"].model.dtype == torch.bfloat16
+    assert namespace["classifier"]("w1 w2 w3")[0]["label"] in {"negative", "positive"}
+
+
+def test_no_variants_section_without_variants():
+    for results in (distilled_results(), {**distilled_results(), "variants": []}):
+        text = build_model_card(results).text
+        assert "Lower-precision" not in text and "variants/" not in text
+
+
+def test_variant_figures_absent_or_derived_are_never_placeholders():
+    variant = {"precision": "bf16", "engine": "torch", "passed_gate": False, "accuracy": 0.7899,
+               "float32_accuracy": 0.7926, "cpu_flags": ["sse4_2"]}
+    section = variants_section(build_model_card(variants_results(variant)).text)
+    unmeasured = " not measured |" * 4
+    assert f"| bf16 | torch | 78.99% | -0.27 |{unmeasured} refused |" in section
+    assert "none of the flags that speed up lower precision (avx512_vnni, avx512_bf16, amx*, avx2)" in section
+    assert "Gate:" not in section  # no tolerance recorded
+    assert "```python" not in section
+
+
+def test_each_variant_is_a_point_of_the_plot(tmp_path, monkeypatch):
+    import hf_compact.model_card as model_card
+
+    drawn = []
+    real_plot = model_card.plot_accuracy_vs_latency
+    monkeypatch.setattr(model_card, "plot_accuracy_vs_latency",
+                        lambda points, *args, **kwargs: drawn.append(points) or real_plot(points, *args, **kwargs))
+    path = write_model_card(tmp_path, variants_results(), comparison=comparison_points())
+    assert (tmp_path / "accuracy_vs_latency.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    marks = plot_marks(drawn[0])
+    assert [mark["label"] for mark in marks] == [
+        "teacher", "student", "TF-IDF + logistic regression",
+        "rt-compact-distilbert bf16", "rt-compact-distilbert int8 (refused)",
+    ]
+    bf16, int8 = marks[3:]
+    assert (bf16["hollow"], int8["hollow"]) == (False, True)
+    assert bf16["label_offset"][1] < 0 < marks[1]["label_offset"][1]  # below, clear of the student's name above
+    assert bf16["y"] == pytest.approx(79.18) and int8["y"] == pytest.approx(77.12)
+    # Placed at the float32 model's latency (17.11 ms per batch) divided by the speed-up measured side by side.
+    assert bf16["x"] == pytest.approx(17.11 * 1870.2 / 2093.4) and int8["x"] == pytest.approx(17.11 * 1870.2 / 2992.3)
+    text = ModelCard.load(path).text
+    assert "The plot above shows each variant" in variants_section(text)
+    assert "| rt-compact-distilbert bf16 |" not in text  # the comparison table lists only the models compared
+
+
+def test_variant_points_without_the_float32_latency_use_the_batch_size():
+    results = variants_results(bf16_variant(), int8_variant(accuracy=None), bf16_variant(texts_per_s=None,
+                                                                                          precision="fp16"))
+    results["speed"] = {"batch_size": 32}
+    assert variant_points(results) == [{"name": "rt-compact-distilbert bf16", "accuracy": 0.7918,
+                                        "latency_ms": pytest.approx(32000 / 2093.4), "role": "variant",
+                                        "refused": False}]  # no accuracy or no speed: no point
+
+
+@pytest.mark.parametrize(
+    "point, message",
+    [
+        ({"name": "m int8", "accuracy": 0.77, "latency_ms": 10.0, "role": "variant", "refused": "yes"},
+         "true or false"),
+        ({"name": "m", "accuracy": 0.77, "latency_ms": 10.0, "role": "student", "refused": True}, "role is 'variant'"),
+    ],
+)
+def test_refused_marks_only_variants(point, message):
+    with pytest.raises(ValueError, match=rf"points\[3\]\['refused'\].*{message}"):
+        validate_points(comparison_points() + [point])
