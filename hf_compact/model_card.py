@@ -265,9 +265,14 @@ def _seeds(training: TrainingRecord) -> SimpleNamespace | None:
     return SimpleNamespace(columns=[metric_label(c) for c in columns], rows=cells, medians=medians, labels=labels)
 
 
+def _model_ms(speed: SpeedRecord) -> float | None:
+    """The measured model's latency per batch (`student_ms` for a student, `model_ms` for a model alone)."""
+    return _positive(speed.student_ms if speed.student_ms is not None else speed.model_ms)
+
+
 def _timing(speed: SpeedRecord) -> SimpleNamespace:
     """Latencies, throughputs and speed-up, formatted; derived only from the numbers measured in `speed`."""
-    model_ms = _positive(speed.student_ms if speed.student_ms is not None else speed.model_ms)
+    model_ms = _model_ms(speed)
     teacher_ms = _positive(speed.teacher_ms)
 
     def rate(recorded, ms):
@@ -607,6 +612,7 @@ def card_context(
         "usage": _usage(results, repo_id or results.model_name, compact, model_code),
         "variants": _variants(results, repo_id or results.model_name, compact,
                               plotted=bool(plot_file and variant_points(results))),
+        "variants_placed_by_speedup": _model_ms(results.speed or SpeedRecord()) is not None,
     }
 
 
@@ -768,7 +774,7 @@ def comparison_from_results(results: RunResults | Mapping | str | os.PathLike) -
     """
     results = load_results(results)
     speed = results.speed or SpeedRecord()
-    model_ms = _positive(speed.student_ms if speed.student_ms is not None else speed.model_ms)
+    model_ms = _model_ms(speed)
     teacher = results.teacher if results.is_distilled else None
     points = []
     teacher_accuracy = (teacher.metrics or {}).get("accuracy") if teacher is not None else None
@@ -792,7 +798,7 @@ def variant_points(results: RunResults | Mapping | str | os.PathLike) -> list[di
     """
     results = load_results(results)
     speed = results.speed or SpeedRecord()
-    model_ms = _positive(speed.student_ms if speed.student_ms is not None else speed.model_ms)
+    model_ms = _model_ms(speed)
     points = []
     for variant in results.variants or []:
         if variant.accuracy is None:

@@ -572,7 +572,8 @@ def test_variants_are_listed_with_their_gate_and_only_saved_ones_get_a_snippet()
             "refused: accuracy fell 2.14 points, more than the tolerance of 0.5 |") in section
     assert "float32 accuracy 79.26%" in section and "on 2 threads" in section
     assert "at most 0.5 points below the float32 model's" in section
-    assert "as measured: avx512_vnni, avx512_bf16, amx_bf16, amx_tile, avx2." in section  # sse4_2, avx512f left out
+    assert "on the machine measured: avx512_vnni, avx512_bf16, amx_bf16, amx_tile, avx2." in section
+    assert "sse4_2" not in section and "avx512f," not in section  # flags that do not decide the engine
     assert "Only the variants that passed the gate are saved" in section
     assert "The plot above" not in section  # no plot in this card
 
@@ -650,7 +651,7 @@ def test_each_variant_is_a_point_of_the_plot(tmp_path, monkeypatch):
     # Placed at the float32 model's latency (17.11 ms per batch) divided by the speed-up measured side by side.
     assert bf16["x"] == pytest.approx(17.11 * 1870.2 / 2093.4) and int8["x"] == pytest.approx(17.11 * 1870.2 / 2992.3)
     text = ModelCard.load(path).text
-    assert "The plot above shows each variant" in variants_section(text)
+    assert "at the float32 model's latency divided by its speed-up (refused ones hollow)" in variants_section(text)
     assert "| rt-compact-distilbert bf16 |" not in text  # the comparison table lists only the models compared
 
 
@@ -661,6 +662,8 @@ def test_variant_points_without_the_float32_latency_use_the_batch_size():
     assert variant_points(results) == [{"name": "rt-compact-distilbert bf16", "accuracy": 0.7918,
                                         "latency_ms": pytest.approx(32000 / 2093.4), "role": "variant",
                                         "refused": False}]  # no accuracy or no speed: no point
+    text = build_model_card(results, plot_file="accuracy_vs_latency.png").text
+    assert "at the latency its texts/s give for a batch of 32 (refused ones hollow)" in variants_section(text)
 
 
 @pytest.mark.parametrize(
