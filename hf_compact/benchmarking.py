@@ -17,11 +17,17 @@ import contextlib
 import platform
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from .inference import encode_texts, length_sorted_batches, pad_batch
+
+
+if TYPE_CHECKING:
+    from .inference import BatchClassifier
 
 
 def hardware_name() -> str:
@@ -77,6 +83,12 @@ def _timed_forward(model, batch) -> float:
     return time.perf_counter() - start
 
 
+def _timed(forward: Callable, batch) -> float:
+    start = time.perf_counter()
+    forward(batch)
+    return time.perf_counter() - start
+
+
 @contextlib.contextmanager
 def serving(models: Mapping[str, torch.nn.Module], warmup_batches: Sequence[Mapping] = ()) -> Iterator[None]:
     """Run the block as `classify` runs a model: in eval mode under `torch.inference_mode`, with the CPU kernels
@@ -108,8 +120,23 @@ def median_batch_ms(models: Mapping[str, torch.nn.Module], batches: Sequence[Map
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _batch_forward(model) -> Callable[[Mapping[str, np.ndarray]], object]:
+    """One padded numpy batch -> the model's output, for a torch model or a `BatchClassifier` (ONNX Runtime, ...)."""
+    from .inference import BatchClassifier, TorchClassifier
+
+    if isinstance(model, BatchClassifier):
+        return model.forward
+    keys = [key for key in ("input_ids", "attention_mask", "token_type_ids")
+            if key in TorchClassifier(model, None).input_names]
+
+    def forward(batch):
+        return model(**{key: torch.from_numpy(batch[key]) for key in keys if key in batch})
+
+    return forward
+
+
 def compare_speed(
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, torch.nn.Module | BatchClassifier],
     tokenizer,
     texts: Sequence[str],
     *,
@@ -120,40 +147,48 @@ def compare_speed(
 ) -> dict:
     """Throughput (texts/s over all `texts` in length-sorted batches) and single-text latency of each model.
 
-    Every model runs as `classify` runs it (see `serving`: compact models with the CPU kernels that win here) and
-    sees the same batches; within a pass the models take turns batch by batch. The figures are medians
-    over `repeats` passes (after an untimed pass over every batch); single-text latency is the median over the first
-    `single_text_samples` texts, one at a time, the models again taking turns.
+    A model is a torch model or a `hf_compact.inference.BatchClassifier` (`TorchClassifier`, the ONNX Runtime
+    `OnnxClassifier`, a variant from `hf_compact.precision.load_variant`), so float32, bf16 and int8 engines compare
+    in one run. Torch models run as `classify` runs them (see `serving`: compact models with the CPU kernels that win
+    here). Every model sees the same batches; within a pass the models take turns batch by batch. The figures are
+    medians over `repeats` passes (after an untimed pass over every batch); single-text latency is the median over
+    the first `single_text_samples` texts, one at a time, the models again taking turns.
     """
+    from .inference import BatchClassifier, TorchClassifier
+
     if not texts:
         raise ValueError("compare_speed needs at least one text.")
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be at least 1.")
     encodings = encode_texts(tokenizer, texts, max_length=max_length)
+    if "token_type_ids" not in encodings:
+        encodings["token_type_ids"] = [[0] * len(ids) for ids in encodings["input_ids"]]
     lengths = [len(ids) for ids in encodings["input_ids"]]
     pad_id = tokenizer.pad_token_id or 0
-    keys = [k for k in ("input_ids", "attention_mask") if k in encodings]
-    batches = [
-        {k: torch.from_numpy(v) for k, v in pad_batch(encodings, indices, pad_token_id=pad_id, keys=keys).items()}
-        for indices in length_sorted_batches(lengths, batch_size)
-    ]
-    singles = [
-        {k: torch.from_numpy(v) for k, v in pad_batch(encodings, [i], pad_token_id=pad_id, keys=keys).items()}
-        for i in range(min(single_text_samples, len(texts)))
-    ]
+    batches = [pad_batch(encodings, indices, pad_token_id=pad_id) for indices in length_sorted_batches(lengths, batch_size)]
+    singles = [pad_batch(encodings, [i], pad_token_id=pad_id) for i in range(min(single_text_samples, len(texts)))]
+    forwards = {name: _batch_forward(model) for name, model in models.items()}
+    torch_models = {
+        name: model.model if isinstance(model, TorchClassifier) else model
+        for name, model in models.items()
+        if isinstance(model, (torch.nn.Module, TorchClassifier))
+    }
     passes = {name: [] for name in models}
     single = {name: [] for name in models}
-    with serving(models, warmup_batches=batches + singles):
+    with serving(torch_models):
+        for batch in batches + singles:
+            for forward in forwards.values():
+                forward(batch)
         for _ in range(repeats):
             totals = dict.fromkeys(models, 0.0)
             for batch in batches:
-                for name, model in models.items():
-                    totals[name] += _timed_forward(model, batch)
+                for name, forward in forwards.items():
+                    totals[name] += _timed(forward, batch)
             for name, total in totals.items():
                 passes[name].append(total)
         for batch in singles:
-            for name, model in models.items():
-                single[name].append(_timed_forward(model, batch))
+            for name, forward in forwards.items():
+                single[name].append(_timed(forward, batch))
 
     results = {}
     for name in models:

@@ -19,9 +19,10 @@ classifier in `hf_compact.onnx_export`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,101 @@ def _model_input_keys(model: torch.nn.Module, encodings: dict) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class BatchClassifier:
+    """Base of the text classifiers that run length-sorted batches (`TorchClassifier` here, `OnnxClassifier` in
+    `hf_compact.onnx_export`): a subclass sets `tokenizer`, `config` (with `id2label`, `num_labels`, `problem_type`)
+    and `input_names`, and defines `forward` (one padded batch of int64 arrays -> float32 logits)."""
+
+    tokenizer: Any
+    config: Any
+    input_names: list[str]
+
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The context a series of `forward` calls runs in (torch: inference mode, eval mode, CPU kernels)."""
+        yield
+
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict:
+        """`encode_texts` for this classifier's inputs (token types of zeros where the tokenizer gives none)."""
+        encodings = encode_texts(self.tokenizer, texts, max_length)
+        if "token_type_ids" in self.input_names and "token_type_ids" not in encodings:
+            encodings["token_type_ids"] = [[0] * len(ids) for ids in encodings["input_ids"]]
+        missing = [name for name in self.input_names if name not in encodings]
+        if missing:
+            raise ValueError(f"The tokenizer gives no {missing}, which {self!r} takes.")
+        return encodings
+
+    def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None):
+        """Raw logits, (len(texts), num_labels) float32, in input order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            return np.zeros((0, self.config.num_labels), dtype=np.float32)
+        encodings = self.encode(texts, max_length)
+        with self.running():
+            return sorted_logits(
+                encodings,
+                self.forward,
+                batch_size=batch_size,
+                pad_token_id=self.tokenizer.pad_token_id or 0,
+                padding_side=getattr(self.tokenizer, "padding_side", "right"),
+                keys=self.input_names,
+            )
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_length: int | None = None,
+        top_k: int | None = 1,
+        function_to_apply: str = "default",
+    ) -> list:
+        """Pipeline-style results for `texts`, in input order (arguments as in `classify`)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        function = resolve_function_to_apply(self.config, function_to_apply)
+        check_top_k(top_k)
+        if len(texts) == 0:
+            return []
+        logits = self.logits(texts, batch_size=batch_size, max_length=max_length)
+        return format_scores(apply_function(logits, function), self.config.id2label, top_k)
+
+
+class TorchClassifier(BatchClassifier):
+    """A torch sequence-classification model and its tokenizer, called as `classify` calls them."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config
+        probe = {"input_ids": None, "attention_mask": None, "token_type_ids": None}
+        self.input_names = _model_input_keys(model, probe)
+        if "token_type_ids" in self.input_names and not getattr(model.config, "type_vocab_size", None):
+            self.input_names.remove("token_type_ids")
+
+    def __repr__(self) -> str:
+        return f"TorchClassifier({type(self.model).__name__}, dtype={self.model.dtype})"
+
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        device = self.model.device
+        inputs = {key: torch.from_numpy(batch[key]).to(device) for key in self.input_names if key in batch}
+        return self.model(**inputs).logits.float().cpu().numpy()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), optimized(self.model):
+                yield
+        finally:
+            self.model.train(was_training)
+
+
 def classify(
     model: PreTrainedModel,
     tokenizer,
@@ -245,35 +341,9 @@ def classify(
     [{'label': 'positive', 'score': 0.97}, {'label': 'negative', 'score': 0.91}]
     ```
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    function = resolve_function_to_apply(model.config, function_to_apply)
-    check_top_k(top_k)
-    if len(texts) == 0:
-        return []
-    encodings = encode_texts(tokenizer, texts, max_length)
-    keys = _model_input_keys(model, encodings)
-    device = model.device
-
-    def forward(batch: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
-        return model(**inputs).logits.float().cpu().numpy()
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), optimized(model):
-            logits = sorted_logits(
-                encodings,
-                forward,
-                batch_size=batch_size,
-                pad_token_id=tokenizer.pad_token_id or 0,
-                padding_side=getattr(tokenizer, "padding_side", "right"),
-                keys=keys,
-            )
-    finally:
-        model.train(was_training)
-    return format_scores(apply_function(logits, function), model.config.id2label, top_k)
+    return TorchClassifier(model, tokenizer)(
+        texts, batch_size=batch_size, max_length=max_length, top_k=top_k, function_to_apply=function_to_apply
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------

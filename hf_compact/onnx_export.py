@@ -40,15 +40,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .kernels import reference_only
-from .inference import (
-    DEFAULT_BATCH_SIZE,
-    apply_function,
-    check_top_k,
-    encode_texts,
-    format_scores,
-    resolve_function_to_apply,
-    sorted_logits,
-)
+from .inference import DEFAULT_BATCH_SIZE, BatchClassifier, encode_texts, length_sorted_batches, pad_batch
 
 
 DEFAULT_TOLERANCE = 1e-4
@@ -296,26 +288,77 @@ def quantize_onnx_int8(path: str | os.PathLike, output_path: str | os.PathLike) 
     if os.path.abspath(path) == os.path.abspath(output_path):
         raise ValueError(f"output_path={output_path!r} must differ from the input path; the input is read as written.")
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with _quiet_quantiser():
+        quantize_dynamic(path, output_path, weight_type=QuantType.QInt8)
+    return _copy_metadata(path, output_path)
+
+
+@contextlib.contextmanager
+def _quiet_quantiser():
+    """Silence the quantiser's advice to run its shape pre-processing first (no speed-up for these graphs)."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic's advice to run its shape pre-processing (no speed-up here)
+    root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(path, output_path, weight_type=QuantType.QInt8)
+        yield
     finally:
         root.setLevel(level)
+
+
+def _copy_metadata(path: str, output_path: str) -> str:
     metadata = _read_metadata(path)
     if metadata:
         _write_metadata(output_path, {METADATA_KEY: json.dumps(metadata)})
     return output_path
 
 
-class OnnxClassifier:
+def quantize_onnx_int8_static(
+    path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    tokenizer,
+    calibration_texts: Sequence[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> str:
+    """Static int8 quantisation (`onnxruntime.quantization.quantize_static`) of the matrix multiplies of the ONNX
+    model at `path`: int8 weights, and activation ranges calibrated once on `calibration_texts` (run in
+    length-sorted batches of `batch_size`), written to `output_path`, metadata kept."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path, output_path = os.fspath(path), os.fspath(output_path)
+    if not calibration_texts:
+        raise ValueError("Static int8 quantisation needs calibration texts (a few hundred training texts).")
+    input_names = [node.name for node in _session(path).get_inputs()]
+    encodings = encode_texts(tokenizer, calibration_texts)
+    if "token_type_ids" in input_names and "token_type_ids" not in encodings:
+        encodings["token_type_ids"] = [[0] * len(ids) for ids in encodings["input_ids"]]
+    lengths = [len(ids) for ids in encodings["input_ids"]]
+    batches = [
+        pad_batch(encodings, indices, pad_token_id=tokenizer.pad_token_id or 0, keys=input_names)
+        for indices in length_sorted_batches(lengths, batch_size)
+    ]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with _quiet_quantiser():
+        quantize_static(path, output_path, Reader(), quant_format=QuantFormat.QOperator,
+                        op_types_to_quantize=["MatMul"], activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+    return _copy_metadata(path, output_path)
+
+
+class OnnxClassifier(BatchClassifier):
     """Classify texts with an exported sequence-classification model through ONNX Runtime.
 
     Texts are batched as in `hf_compact.inference.classify` (one tokenization call, length-sorted batches, each
     padded to its own longest text) and results come back in input order, in the text-classification pipeline's
-    format. Labels and the problem type come from the metadata `export_onnx` writes; pass `config` (the model's
-    config) to override them.
+    format: `classifier(texts)`, `classifier.logits(texts)`. Labels and the problem type come from the metadata
+    `export_onnx` writes; pass `config` (the model's config) to override them.
 
     Args:
         path: the `.onnx` file (float32 or int8).
@@ -345,46 +388,11 @@ class OnnxClassifier:
             )
         self.config = config
 
-    def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None):
-        """Raw logits, (len(texts), num_labels) float32, in input order."""
-        if len(texts) == 0:
-            return np.zeros((0, self.config.num_labels), dtype=np.float32)
-        encodings = encode_texts(self.tokenizer, texts, max_length)
-        missing = [name for name in self.input_names if name not in encodings]
-        if "token_type_ids" in missing:
-            encodings["token_type_ids"] = [[0] * len(ids) for ids in encodings["input_ids"]]
-            missing.remove("token_type_ids")
-        if missing:
-            raise ValueError(f"The tokenizer gives no {missing}, which the ONNX model at {self.path} takes.")
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({self.path!r})"
 
-        def forward(batch: dict[str, np.ndarray]) -> np.ndarray:
-            return self.session.run([self.output_name], batch)[0]
-
-        return sorted_logits(
-            encodings,
-            forward,
-            batch_size=batch_size,
-            pad_token_id=self.tokenizer.pad_token_id or 0,
-            padding_side=getattr(self.tokenizer, "padding_side", "right"),
-            keys=self.input_names,
-        )
-
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int | None = None,
-        top_k: int | None = 1,
-        function_to_apply: str = "default",
-    ) -> list:
-        """Pipeline-style results for `texts`, in input order (arguments as in `hf_compact.inference.classify`)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        function = resolve_function_to_apply(self.config, function_to_apply)
-        check_top_k(top_k)
-        logits = self.logits(texts, batch_size=batch_size, max_length=max_length)
-        return format_scores(apply_function(logits, function), self.config.id2label, top_k)
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.output_name], {name: batch[name] for name in self.input_names})[0]
 
 
 __all__ = [
@@ -395,5 +403,6 @@ __all__ = [
     "export_onnx",
     "onnx_input_names",
     "quantize_onnx_int8",
+    "quantize_onnx_int8_static",
     "verify_onnx",
 ]

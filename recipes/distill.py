@@ -37,7 +37,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from transformers import AutoTokenizer, HfArgumentParser
 
-from hf_compact.arguments import CardArguments, DataArguments
+from hf_compact.arguments import CardArguments, DataArguments, ExportArguments
 from hf_compact.checkpointing import resume_from, save_checkpoint
 from hf_compact.data import collator_for_task, load_recipe_dataset, tokenize_for_task
 from hf_compact.devices import has_accelerator
@@ -70,15 +70,17 @@ from hf_compact.output_dir import (
     save_model_atomic,
 )
 from hf_compact.progress import Progress, ProgressCallback
+from hf_compact.precision import check_run_request, variants_for_run
 from hf_compact.results import RunResults
 from hf_compact.teacher_cache import add_teacher_logits
 
 
 class RunArguments:
-    """The parsed flags, by group: `model`, `objective`, `data`, `training`, `card`."""
+    """The parsed flags, by group: `model`, `objective`, `data`, `training`, `card`, `export`."""
 
-    def __init__(self, model, objective, data, training, card):
+    def __init__(self, model, objective, data, training, card, export):
         self.model, self.objective, self.data, self.training, self.card = model, objective, data, training, card
+        self.export = export
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -87,7 +89,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def parse_args(argv: list[str] | None = None) -> RunArguments:
     parser = HfArgumentParser((ModelArguments, DistillationConfig, DataArguments, DistillTrainingArguments,
-                               CardArguments), description=__doc__, formatter_class=HelpFormatter)
+                               CardArguments, ExportArguments), description=__doc__, formatter_class=HelpFormatter)
     try:
         run = RunArguments(*parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
     except ValueError as error:  # a dataclass's own check: reported as an argument error, before any work
@@ -96,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
         run.data.label_column = None
     elif run.model.task != "sequence-classification" and run.data.label_column is None:
         parser.error(f"--task {run.model.task} needs --label_column.")
+    if run.export.precisions and run.model.task != "sequence-classification":
+        parser.error(f"--export checks variants by classification accuracy: it needs --task sequence-classification, "
+                     f"not {run.model.task}.")
     problem = publishing_problem(run.training.push_to_hub, run.training.hub_model_id)
     if problem:
         parser.error(problem)
@@ -120,6 +125,7 @@ def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
     teacher = load_teacher(model_args.teacher, model_args.task)
     tokenizer = AutoTokenizer.from_pretrained(model_args.teacher)
     student, layer_map = build_student(model_args, teacher, eager_attention=objective.needs_attentions)
+    check_run_request(run.export.precisions, student, text_pair_column=run.data.text_pair_column)
     if objective.needs_attentions:
         teacher.set_attn_implementation("eager")
     distiller = Distiller.between(objective, layer_map, student, teacher)
@@ -263,7 +269,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     results = final_results(run, accelerator, teacher, student, layer_map, data, len(train_set), history,
                             completed_batches, len(loader), cache_seconds, teacher_metrics, teacher_predictions,
                             eval_loaders)
-    save_outputs(accelerator, student, tokenizer, work_dir, results, run)
+    save_outputs(accelerator, student, tokenizer, work_dir, results, run, data)
     report(Progress("done", step, total_steps, completed_batches / len(loader), results.student.metrics))
     accelerator.end_training()  # last: it also ends the process group
     return results
@@ -292,14 +298,19 @@ def final_results(run, accelerator, teacher, student, layer_map, data, num_train
     return results
 
 
-def save_outputs(accelerator, student, tokenizer, work_dir: str, results: RunResults, run: RunArguments) -> None:
-    """The student, results.json and the card into the work folder, which then takes the output folder's place;
-    then the push, if asked for."""
+def save_outputs(accelerator, student, tokenizer, work_dir: str, results: RunResults, run: RunArguments,
+                 data) -> None:
+    """The student, its gated lower-precision variants (--export), results.json and the card into the work folder,
+    which then takes the output folder's place; then the push, if asked for."""
     args = run.training
     save_model_atomic(accelerator, student, tokenizer, work_dir)
     if accelerator.is_main_process:
         weights = os.path.join(work_dir, "model.safetensors")
         results.student.file_size_bytes = os.path.getsize(weights) if os.path.exists(weights) else None
+        if run.export.precisions:
+            results.variants = variants_for_run(work_dir, run.export.precisions, data, text_column=run.data.text_column,
+                                                label_column=run.data.label_column,
+                                                tolerance_points=run.export.export_tolerance, log=accelerator.print)
         results.save(os.path.join(work_dir, "results.json"))
         if not run.card.no_model_card:
             write_model_card(work_dir, results, comparison=comparison_from_results(results),

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArgum
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
 import hf_compact  # noqa: F401  (registers the compact model types)
-from hf_compact.arguments import CardArguments, DataArguments
+from hf_compact.arguments import CardArguments, DataArguments, ExportArguments
 from hf_compact.data import label_names
 from hf_compact.devices import has_accelerator
 from hf_compact.finetuning import (
@@ -50,6 +50,7 @@ from hf_compact.finetuning import (
 from hf_compact.hub import publishing_problem, push_folder_to_hub
 from hf_compact.model_card import write_model_card
 from hf_compact.output_dir import create_work_dir, finish_output_dir, plan_output_dir
+from hf_compact.precision import check_run_request, variants_for_run
 from hf_compact.progress import ProgressCallback, TrainerProgress
 from hf_compact.results import RunResults
 from hf_compact.validation import load_config
@@ -113,15 +114,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def parse_args(argv: list[str] | None = None):
-    """The four argument groups; bad input ends here with an argparse error, before any work."""
+    """The five argument groups; bad input ends here with an argparse error, before any work."""
     parser = HfArgumentParser(
-        (ModelArguments, DataArguments, CardArguments, FinetuneTrainingArguments),
+        (ModelArguments, DataArguments, CardArguments, FinetuneTrainingArguments, ExportArguments),
         description=__doc__, formatter_class=HelpFormatter,
     )
     try:
-        model_args, data_args, card_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, card_args, training_args, export_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:
         parser.error(str(error))
+    if export_args.precisions and model_args.saves_adapter:
+        parser.error("--export builds variants of a whole model; with LoRA add --merge_lora.")
     if training_args.push_to_hub and model_args.saves_adapter and not model_args.base_model_on_hub:
         parser.error(
             f"--push_to_hub would publish a LoRA adapter whose base model is the local folder "
@@ -131,13 +134,13 @@ def parse_args(argv: list[str] | None = None):
     problem = publishing_problem(training_args.push_to_hub, training_args.hub_model_id)
     if problem:
         parser.error(problem)
-    return model_args, data_args, card_args, training_args
+    return model_args, data_args, card_args, training_args, export_args
 
 
 def main(argv: list[str] | None = None, progress: ProgressCallback | None = None) -> RunResults | None:
     """Fine-tune as `argv` says (the command line when None) and return what results.json records (None on the
     other processes of a launch). `progress` receives each optimizer step and evaluation."""
-    model_args, data_args, card_args, training_args = parse_args(argv)
+    model_args, data_args, card_args, training_args, export_args = parse_args(argv)
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     # Every check runs before anything is written: an existing folder is replaced only once the new model is saved.
     work_dir = plan_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resume=bool(resume))
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None, progress: ProgressCallback | None = None
     tokenized, collator = tokenize_for_task(data, tokenizer, data_args, problem_type)
     model, base_kwargs = load_model(model_args, num_labels, names, problem_type)
     check_adapter_is_publishable(model, model_args, training_args.push_to_hub)
+    check_run_request(export_args.precisions, model, text_pair_column=data_args.text_pair_column)
     teacher_labels = {}
     if model_args.teacher:
         if problem_type == "token_classification":
@@ -191,6 +195,10 @@ def main(argv: list[str] | None = None, progress: ProgressCallback | None = None
     results = results_record(trainer, model_args, data_args, card_args, data, output_dir=output_dir,
                              work_dir=work_dir, saved=saved, problem_type=problem_type, metrics=metrics,
                              base_kwargs=base_kwargs)
+    if export_args.precisions:
+        results.variants = variants_for_run(work_dir, export_args.precisions, data, text_column=data_args.text_column,
+                                            label_column=data_args.label_column,
+                                            tolerance_points=export_args.export_tolerance)
     results.save(os.path.join(work_dir, "results.json"))
     if not card_args.no_model_card:
         write_model_card(work_dir, results, repo_id=training_args.hub_model_id)

@@ -372,3 +372,27 @@ def test_the_progress_callback_receives_every_step_and_the_end(trained_teacher, 
     assert [r.stage for r in reports[-2:]] == ["evaluate", "done"]
     assert reports[-2].metrics["accuracy"] == results.training.history[-1]["accuracy"]
     assert reports[-1].metrics == results.student.metrics
+
+
+def test_export_keeps_gated_variants_and_refuses_bad_requests(trained_teacher, synthetic_csv, tmp_path):
+    out = tmp_path / "student"
+    run(common(trained_teacher, synthetic_csv, out, "--student_layers", "1", "--num_train_epochs", "1",
+               "--latency_batches", "0", "--export", "bf16,int8", "--export_tolerance", "100"))
+    results = json.loads((out / "results.json").read_text())
+    variants = {v["precision"]: v for v in results["variants"]}
+    assert set(variants) == {"bf16", "int8"}
+    for precision, variant in variants.items():
+        assert variant["passed_gate"] is True and variant["path"] == f"variants/{precision}"
+        assert (out / variant["path"] / "config.json").exists()
+        assert variant["texts_per_s"] > 0 and variant["file_size_bytes"] > 0 and "cpu_flags" in variant
+    assert (out / "variants" / "int8" / "model.onnx").exists()
+    assert "Lower-precision variants" in (out / "README.md").read_text()
+
+    bad = run(common(trained_teacher, synthetic_csv, tmp_path / "a", "--export", "bf16,fp8"), expect_ok=False)
+    assert bad.returncode == 2 and "Unknown precision 'fp8'" in bad.stderr
+    bad = run(common(trained_teacher, synthetic_csv, tmp_path / "b", "--export_tolerance", "-1"), expect_ok=False)
+    assert bad.returncode == 2 and "--export_tolerance must be zero or more" in bad.stderr
+    mlm = run(["--teacher", trained_teacher, "--train_file", synthetic_csv, "--output_dir", tmp_path / "c", *FAST,
+               "--task", "mlm", "--export", "int8"], expect_ok=False)
+    assert mlm.returncode == 2 and "it needs --task sequence-classification, not mlm" in mlm.stderr
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))

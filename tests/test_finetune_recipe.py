@@ -351,3 +351,18 @@ def test_flags_are_training_arguments_with_the_recipe_defaults(tmp_path, base_be
         with pytest.raises(SystemExit) as failed:
             finetune.parse_args(argv)
         assert failed.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_export_is_checked_before_training(tmp_path, base_bert, synthetic_csv, capsys):
+    with pytest.raises(SystemExit) as failed:
+        run(tmp_path, base_bert, synthetic_csv, "--export", "int4")
+    assert failed.value.code == 2 and "Unknown precision 'int4'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as failed:
+        run(tmp_path, base_bert, synthetic_csv, "--export", "int8", "--lora_r", "4")
+    assert failed.value.code == 2 and "with LoRA add --merge_lora" in capsys.readouterr().err
+    tags = tmp_path / "tags.json"
+    tags.write_text("\n".join(json.dumps({"tokens": ["w1", "w7"], "tags": ["A", "B"]}) for _ in range(40)) + "\n")
+    with pytest.raises(SystemExit, match="need a sequence-classification model"):
+        run(tmp_path, base_bert, tags, "--task", "token-classification", "--text_column", "tokens",
+            "--label_column", "tags", "--export", "int8")
+    assert not (tmp_path / "out").exists()
