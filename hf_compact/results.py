@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import os
+import statistics
 import types
 import typing
 from collections.abc import Mapping
@@ -276,6 +277,49 @@ class VariantRecord(Record):
 
 
 @dataclass(kw_only=True)
+class OutOfDomainRecord(Record):
+    """The model measured on a set of texts from outside the domain it was trained on, a set it was never trained or
+    tuned on (`teacher_accuracy`: the teacher on the same texts).
+
+    Accuracies are fractions in [0, 1]. Where the model's figure is a median over seeds, `seed_accuracies` holds
+    every seed's and `accuracy` is their median; `retention` is `accuracy / teacher_accuracy`.
+
+    ```python
+    >>> record = OutOfDomainRecord(name="airline tweets", num_examples=2670, accuracy=0.78, teacher_accuracy=0.8)
+    >>> OutOfDomainRecord.from_dict(record.to_dict()) == record
+    True
+
+    ```
+    """
+
+    name: str  # the set's short name
+    description: str | None = None
+    num_examples: int | None = None
+    accuracy: float
+    teacher_accuracy: float | None = None
+    retention: float | None = None
+    seed_accuracies: list[float] | None = None
+
+    _hints = {"name": " (the out-of-domain set's short name)", "accuracy": " (the model's accuracy on the set)"}
+
+    def _check(self, source: str, path: str) -> None:
+        for name in ("accuracy", "teacher_accuracy"):
+            value = getattr(self, name)
+            _expect(value is None or 0 <= value <= 1, f"{path}.{name}", value, "a fraction between 0 and 1", source)
+        for index, value in enumerate(self.seed_accuracies or []):
+            _expect(0 <= value <= 1, f"{path}.seed_accuracies[{index}]", value, "a fraction between 0 and 1", source)
+        # The card shows accuracies to 0.01 points and retention to 0.1 points: the figures must agree to that.
+        if self.seed_accuracies:
+            median = statistics.median(self.seed_accuracies)
+            _expect(abs(self.accuracy - median) < 5e-5, f"{path}.accuracy", self.accuracy,
+                    f"the median of its seed_accuracies ({median!r})", source)
+        if self.retention is not None and self.teacher_accuracy:
+            ratio = self.accuracy / self.teacher_accuracy
+            _expect(abs(self.retention - ratio) < 5e-4, f"{path}.retention", self.retention,
+                    f"accuracy / teacher_accuracy ({ratio!r})", source)
+
+
+@dataclass(kw_only=True)
 class RunResults(Record):
     """Everything a run measured and recorded: the one source of the figures in its model card."""
 
@@ -295,6 +339,7 @@ class RunResults(Record):
     speed: SpeedRecord | None = None
     baseline: BaselineRecord | None = None
     variants: list[VariantRecord] | None = None  # lower-precision copies checked against this model
+    out_of_domain: list[OutOfDomainRecord] | None = None  # one per out-of-domain set the model was measured on
 
     def _check(self, source: str, path: str) -> None:
         if self.task not in TASKS:
@@ -476,6 +521,7 @@ __all__ = [
     "EngineTrial",
     "LoraRecord",
     "ModelRecord",
+    "OutOfDomainRecord",
     "Record",
     "RunResults",
     "SeedRecord",

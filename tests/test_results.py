@@ -15,6 +15,7 @@ from hf_compact.results import (
     DatasetRecord,
     EngineTrial,
     ModelRecord,
+    OutOfDomainRecord,
     RunResults,
     SeedRecord,
     SpeedRecord,
@@ -48,6 +49,14 @@ VARIANTS = [
      "reason": "accuracy fell 4.00 points, more than the tolerance of 1.5", "measured_on": "a newer reader's field",
      "trials": [{"engine": "onnxruntime-static", "texts_per_s": 800.0, "accuracy": 0.75, "passed_gate": False},
                 {"engine": "onnxruntime-dynamic", "texts_per_s": 900.0, "accuracy": 0.77, "passed_gate": False}]},
+]
+
+
+OUT_OF_DOMAIN = [
+    {"name": "airline tweets", "description": "English tweets to six US airlines, never trained on",
+     "num_examples": 2670, "accuracy": 0.78, "teacher_accuracy": 0.8, "retention": 0.975,
+     "seed_accuracies": [0.79, 0.78, 0.77], "labelled_by": "a newer reader's field"},
+    {"name": "product reviews", "accuracy": 0.7},
 ]
 
 
@@ -96,6 +105,29 @@ def test_unknown_keys_are_kept_at_every_level(tmp_path):
         (lambda d: d.update(variants=[{k: v for k, v in VARIANTS[0].items() if k != "passed_gate"}]),
          r"Required field 'variants\[0\]\.passed_gate' is missing"),
         (lambda d: d.update(variants=VARIANTS[0]), r"'variants'.*a list"),
+        (lambda d: d.update(out_of_domain=OUT_OF_DOMAIN[1]), r"'out_of_domain'.*a list"),
+        (lambda d: d.update(out_of_domain=[OUT_OF_DOMAIN[0], {**OUT_OF_DOMAIN[1], "accuracy": "0.7"}]),
+         r"'out_of_domain\[1\]\.accuracy'.*is '0\.7'; it must be a number"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[1], "num_examples": 2670.5}]),
+         r"'out_of_domain\[0\]\.num_examples'.*a whole number"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "seed_accuracies": [0.79, "0.78", 0.77]}]),
+         r"'out_of_domain\[0\]\.seed_accuracies\[1\]'.*a number"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "seed_accuracies": 0.78}]),
+         r"'out_of_domain\[0\]\.seed_accuracies'.*a list"),
+        (lambda d: d.update(out_of_domain=[{"accuracy": 0.7}]),
+         r"Required field 'out_of_domain\[0\]\.name' is missing.*short name"),
+        (lambda d: d.update(out_of_domain=[{"name": "tweets", "accuracy": None}]),
+         r"Required field 'out_of_domain\[0\]\.accuracy' is missing"),
+        (lambda d: d.update(out_of_domain=[{"name": "tweets", "accuracy": 78.2}]),
+         r"'out_of_domain\[0\]\.accuracy'.*is 78\.2; it must be a fraction between 0 and 1"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "teacher_accuracy": 80.0, "retention": None}]),
+         r"'out_of_domain\[0\]\.teacher_accuracy'.*a fraction between 0 and 1"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "seed_accuracies": [0.79, 0.78, 1.5]}]),
+         r"'out_of_domain\[0\]\.seed_accuracies\[2\]'.*a fraction between 0 and 1"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "accuracy": 0.79, "retention": 0.9875}]),
+         r"'out_of_domain\[0\]\.accuracy'.*is 0\.79; it must be the median of its seed_accuracies \(0\.78\)"),
+        (lambda d: d.update(out_of_domain=[{**OUT_OF_DOMAIN[0], "retention": 0.78}]),
+         r"'out_of_domain\[0\]\.retention'.*is 0\.78; it must be accuracy / teacher_accuracy"),
     ],
 )
 def test_a_wrong_type_names_the_field_and_the_file(tmp_path, change, message):
@@ -107,11 +139,17 @@ def test_a_wrong_type_names_the_field_and_the_file(tmp_path, change, message):
     assert str(tmp_path / "results.json") in str(error.value)
 
 
-def test_variants_round_trip_through_results_json(tmp_path):
-    data = minimal(variants=VARIANTS)
-    path = RunResults.from_dict(data).save(tmp_path / "results.json")
+def saved_and_loaded(data, folder):
+    """`data` read, saved as results.json (unchanged) and loaded again, checked to round-trip."""
+    path = RunResults.from_dict(data).save(folder / "results.json")
     assert json.loads(Path(path).read_text()) == data
     results = RunResults.load(path)
+    assert results.to_dict() == data and RunResults.from_dict(results.to_dict()) == results
+    return results
+
+
+def test_variants_round_trip_through_results_json(tmp_path):
+    results = saved_and_loaded(minimal(variants=VARIANTS), tmp_path)
     bf16, int8 = results.variants
     assert isinstance(bf16, VariantRecord) and bf16.passed_gate is True and bf16.path == "variants/bf16"
     assert int8.passed_gate is False and int8.path is None and int8.extra == {"measured_on": "a newer reader's field"}
@@ -119,7 +157,25 @@ def test_variants_round_trip_through_results_json(tmp_path):
         EngineTrial(engine="onnxruntime-static", texts_per_s=800.0, accuracy=0.75, passed_gate=False),
         EngineTrial(engine="onnxruntime-dynamic", texts_per_s=900.0, accuracy=0.77, passed_gate=False),
     ]
-    assert results.to_dict() == data and RunResults.from_dict(results.to_dict()) == results
+
+
+def test_out_of_domain_sets_round_trip_through_results_json(tmp_path):
+    tweets, reviews = saved_and_loaded(minimal(out_of_domain=OUT_OF_DOMAIN), tmp_path).out_of_domain
+    assert tweets == OutOfDomainRecord(
+        name="airline tweets", description="English tweets to six US airlines, never trained on", num_examples=2670,
+        accuracy=0.78, teacher_accuracy=0.8, retention=0.975, seed_accuracies=[0.79, 0.78, 0.77],
+        extra={"labelled_by": "a newer reader's field"},
+    )
+    assert reviews == OutOfDomainRecord(name="product reviews", accuracy=0.7)
+    assert "out_of_domain" not in RunResults.from_dict(minimal()).to_dict()  # absent, not an empty list
+
+
+def test_out_of_domain_figures_agree_to_the_precision_the_card_shows():
+    # Medians and ratios computed from float32 accuracies differ from the float64 ones in the last digits only.
+    record = {**OUT_OF_DOMAIN[0], "accuracy": 0.78 + 1e-6, "retention": 0.975 + 1e-5}
+    assert RunResults.from_dict(minimal(out_of_domain=[record])).out_of_domain[0].accuracy == 0.78 + 1e-6
+    even = {"name": "tweets", "accuracy": 0.775, "seed_accuracies": [0.77, 0.78]}  # the median of an even count
+    assert RunResults.from_dict(minimal(out_of_domain=[even])).out_of_domain[0].seed_accuracies == [0.77, 0.78]
 
 
 def test_variant_speedup_and_accuracy_change_come_from_its_measurements():
