@@ -37,7 +37,15 @@ from .flops import flops_per_token
 from .io import write_text_atomic
 from .model_types import COMPACT_TYPES, SQUEEZEBERT_GROUP_FIELDS
 from .plots import plot_accuracy_vs_latency, validate_points
-from .results import RunResults, SpeedRecord, TrainingRecord, VariantRecord, load_results, usage_example
+from .results import (
+    OutOfDomainRecord,
+    RunResults,
+    SpeedRecord,
+    TrainingRecord,
+    VariantRecord,
+    load_results,
+    usage_example,
+)
 
 
 PLOT_FILENAME = "accuracy_vs_latency.png"
@@ -440,6 +448,31 @@ def _variants(results: RunResults, repo_id: str, compact: bool, plotted: bool) -
     )
 
 
+def _out_of_domain_row(record: OutOfDomainRecord) -> SimpleNamespace:
+    retention = record.retention
+    if retention is None and record.teacher_accuracy:
+        retention = record.accuracy / record.teacher_accuracy
+    return SimpleNamespace(
+        name=public_name(record.name),
+        description=record.description.rstrip(".") if record.description else None,  # the card ends the sentence
+        texts=f"{record.num_examples:,}" if record.num_examples is not None else None,
+        accuracy=format_metric("accuracy", record.accuracy),
+        teacher=format_metric("accuracy", record.teacher_accuracy) if record.teacher_accuracy is not None else None,
+        retention=f"{100 * retention:.1f}%" if retention is not None else None,
+        seeds=[format_metric("accuracy", value) for value in record.seed_accuracies or []],
+    )
+
+
+def _out_of_domain(results: RunResults) -> SimpleNamespace | None:
+    """The out-of-domain sets' table (teacher and retention columns only where some set has them) and what each
+    set is; None for a run without one."""
+    rows = [_out_of_domain_row(record) for record in results.out_of_domain or []]
+    if not rows:
+        return None
+    return SimpleNamespace(rows=rows, compared=any(row.teacher or row.retention for row in rows),
+                           names=[row.name for row in rows])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Usage snippets (code, written here; the text around them is in the template)
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,6 +646,7 @@ def card_context(
         "variants": _variants(results, repo_id or results.model_name, compact,
                               plotted=bool(plot_file and variant_points(results))),
         "variants_placed_by_speedup": _model_ms(results.speed or SpeedRecord()) is not None,
+        "out_of_domain": _out_of_domain(results),
     }
 
 

@@ -677,3 +677,61 @@ def test_variant_points_without_the_float32_latency_use_the_batch_size():
 def test_refused_marks_only_variants(point, message):
     with pytest.raises(ValueError, match=rf"points\[3\]\['refused'\].*{message}"):
         validate_points(comparison_points() + [point])
+
+
+AIRLINE_TWEETS = {
+    "name": "airline tweets", "num_examples": 2670, "accuracy": 0.7816, "teacher_accuracy": 0.8011,
+    "seed_accuracies": [0.7921, 0.7816, 0.7704],
+    "description": "English tweets to six US airlines (February 2015), crowd-labelled, balanced; evaluation only.",
+}
+
+
+def out_of_domain_section(text):
+    assert text.count("## Out-of-domain check") == 1
+    return text.split("## Out-of-domain check", 1)[1].split("\n## ", 1)[0]
+
+
+def test_out_of_domain_check_lists_each_set_with_the_teacher_and_retention():
+    results = distilled_results()
+    results["out_of_domain"] = [AIRLINE_TWEETS, {"name": "/home/someone/data/product_reviews.jsonl", "accuracy": 0.7,
+                                                 "teacher_accuracy": 0.72, "retention": 0.9722}]
+    text = build_model_card(results).text
+    section = out_of_domain_section(text)
+    assert "It was never trained or tuned on these texts" in section
+    assert "the teacher was measured on the same texts" in section
+    assert "| Set | Texts | Accuracy | Teacher accuracy | Retention |\n|---|---:|---:|---:|---:|\n" in section
+    # Retention derived from the two accuracies where it was not recorded (0.7816 / 0.8011), as recorded otherwise.
+    assert "\n| airline tweets | 2,670 | 78.16% | 80.11% | 97.6% |\n" in section
+    assert "\n| product_reviews.jsonl | not recorded | 70.00% | 72.00% | 97.2% |\n" in section  # no local path
+    assert ("- airline tweets (2,670 texts): English tweets to six US airlines (February 2015), crowd-labelled, "
+            "balanced; evaluation only. The accuracy is the median over 3 seeds: 79.21%, 78.16%, 77.04%.\n") in section
+    assert "- product_reviews.jsonl.\n" in section and "/home/someone" not in text
+    assert text.index("## Results") < text.index("## Out-of-domain check") < text.index("## How to use")
+    assert ("Beyond the out-of-domain check above (airline tweets, product_reviews.jsonl), its quality on text from "
+            "other domains was not measured") in text
+    check_card_text(build_model_card(results).text)
+
+
+def test_out_of_domain_check_without_a_teacher_has_no_teacher_columns():
+    results = finetuned_results()
+    results["out_of_domain"] = [{"name": "airline tweets", "num_examples": 2670, "accuracy": 0.8011}]
+    section = out_of_domain_section(build_model_card(results).text)
+    assert "| Set | Texts | Accuracy |\n|---|---:|---:|\n| airline tweets | 2,670 | 80.11% |\n" in section
+    assert "teacher" not in section.lower() and "Retention" not in section and "median" not in section
+
+
+def test_no_out_of_domain_section_without_a_set():
+    for results in (distilled_results(), {**distilled_results(), "out_of_domain": []}):
+        text = build_model_card(results).text
+        assert "Out-of-domain" not in text and "out-of-domain" not in text
+        assert "Its quality on text from other domains was not measured and is likely lower." in text
+
+
+def test_out_of_domain_figures_absent_are_never_placeholders():
+    results = distilled_results()
+    results["out_of_domain"] = [{"name": "tweets", "accuracy": 0.75, "retention": math.nan,
+                                 "teacher_accuracy": None, "num_examples": None},
+                                {"name": "reviews", "accuracy": 0.7, "retention": 0.95}]
+    section = out_of_domain_section(build_model_card(results).text)
+    assert "| tweets | not recorded | 75.00% | not measured | not measured |" in section
+    assert "| reviews | not recorded | 70.00% | not measured | 95.0% |" in section
