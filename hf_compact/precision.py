@@ -47,9 +47,13 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from transformers.utils import logging
+
 from .inference import BatchClassifier, TorchClassifier, apply_function, resolve_function_to_apply
 from .results import EngineTrial, VariantRecord
 
+
+logger = logging.get_logger(__name__)
 
 PRECISIONS = ("bf16", "int8")
 ENGINES: dict[str, tuple[str, ...]] = {
@@ -372,13 +376,22 @@ def make_variants(
     torch.set_num_threads(threads)
     try:
         candidates: dict[tuple[str, str], BatchClassifier] = {}
+        failures: dict[str, list[EngineTrial]] = {precision: [] for precision in precisions}
         for precision in precisions:
             for engine in available_engines(precision):
                 if engine == "onnxruntime-static" and not calibration_texts:
                     continue
                 path = os.path.join(staging, f"{precision}-{engine}")
-                _build(engine, model, tokenizer, path, calibration_texts)
-                candidates[precision, engine] = load_variant(path, num_threads=threads)
+                try:
+                    _build(engine, model, tokenizer, path, calibration_texts)
+                    candidates[precision, engine] = load_variant(path, num_threads=threads)
+                except Exception as error:  # noqa: BLE001  an engine that cannot take this model is left out
+                    logger.warning(f"{precision} with {engine} failed for this model and is left out: {error}")
+                    failures[precision].append(EngineTrial(engine=engine, extra={"error": str(error)[:500]}))
+        missing = [p for p in precisions if not any(key[0] == p for key in candidates)]
+        if missing:
+            raise RuntimeError(f"No engine could build {missing[0]} for this model: "
+                               + "; ".join(f"{t.engine}: {t.extra['error']}" for t in failures[missing[0]]))
         reference_logits = reference.logits(texts)
         checked = {key: gate(reference_logits, c.logits(texts), labels, config, tolerance_points)
                    for key, c in candidates.items()}
@@ -392,9 +405,9 @@ def make_variants(
                 EngineTrial(engine=e, texts_per_s=speed[f"{p}/{e}"]["texts_per_s"],
                             accuracy=checked[p, e]["accuracy"], passed_gate=checked[p, e]["passed_gate"])
                 for (p, e) in candidates if p == precision
-            ]
+            ] + failures[precision]
             passing = [trial for trial in trials if trial.passed_gate]
-            chosen = max(passing or trials, key=lambda trial: trial.texts_per_s)
+            chosen = max(passing or [t for t in trials if t.texts_per_s], key=lambda trial: trial.texts_per_s)
             result = checked[precision, chosen.engine]
             timing = speed[f"{precision}/{chosen.engine}"]
             source = os.path.join(staging, f"{precision}-{chosen.engine}")

@@ -41,12 +41,14 @@ from hf_compact.benchmarking import compare_speed
 from hf_compact.io import write_json_atomic, write_text_atomic
 from hf_compact.model_card import write_model_card
 from hf_compact.model_types import COMPACT_MODEL_TYPES
+from hf_compact.precision import MAX_CALIBRATION_TEXTS, check_engines, load_variant, make_variants, parse_precisions
 from hf_compact.training_precision import fastest_training_precision
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distill  # noqa: E402
 import finetune  # noqa: E402
+import out_of_domain  # noqa: E402
 import rotten_tomatoes  # noqa: E402
 
 
@@ -59,6 +61,10 @@ NAMES = {
     "compact_distilbert": "compact-distilbert-rotten-tomatoes",
     "compact_squeezebert": "compact-squeezebert-rotten-tomatoes",
 }
+OUT_OF_DOMAIN = "airline tweets"
+# What the demo shows of the lower-precision variants: (student, least texts/s against the fastest gated teacher
+# variant, least texts/s against the float32 teacher) for the fastest gated variant of each student.
+VARIANT_BARS = {"compact_squeezebert": (3.0, 8.0), "compact_distilbert": (2.0, None)}
 
 
 @dataclass
@@ -101,6 +107,15 @@ class DemoArguments:
                           "one after the other in this process."},
     )
     speed_repeats: int = 3
+    export: str = field(
+        default="bf16,int8",
+        metadata={"help": "Lower-precision variants of the teacher and the published students, each checked on the "
+                          "validation split against its float32 self (hf_compact.precision.make_variants); empty "
+                          "for none."},
+    )
+    export_tolerance: float = field(
+        default=0.5, metadata={"help": "Largest accuracy drop, in points, a variant may have against float32."}
+    )
     cards_dir: str | None = field(
         default=None, metadata={"help": "Also copy the model cards (README.md and plot) into this folder."}
     )
@@ -116,6 +131,8 @@ class DemoArguments:
         elif not str(self.jobs).isdigit() or int(self.jobs) < 1:
             raise ValueError(f"--jobs takes a positive number or auto; got {self.jobs!r}.")
         self.jobs = int(self.jobs)
+        self.export = parse_precisions(self.export)
+        check_engines(self.export)
         if self.quick:
             self.seeds, self.baseline_seeds = self.seeds[:1], self.baseline_seeds[:1]
             self.teacher_epochs, self.student_epochs, self.squeezebert_epochs, self.speed_repeats = 1, 1, 1, 1
@@ -311,6 +328,10 @@ def run_side_by_side(args, runs: list[dict]):
     bar.close()
 
 
+def run_folder(args, student_type, distilled, seed) -> str:
+    return os.path.join(args.output_dir, NAMES[student_type] + ("" if distilled else "-labels-only"), f"seed_{seed}")
+
+
 def train_students(args, teacher_folder, precision) -> dict:
     """Every student run (distilled, per seed; labels-only baselines), keyed (student_type, distilled) -> seed ->
     results. Finished runs are read back, not retrained."""
@@ -319,7 +340,7 @@ def train_students(args, teacher_folder, precision) -> dict:
         for student_type in STUDENTS:
             for seed in args.seeds if distilled else args.baseline_seeds:
                 name = NAMES[student_type] + ("" if distilled else "-labels-only")
-                folder = os.path.join(args.output_dir, name, f"seed_{seed}")
+                folder = run_folder(args, student_type, distilled, seed)
                 plan.append({
                     "key": (student_type, distilled), "seed": seed, "folder": folder,
                     "cost": student_epochs(args, student_type), "label": f"{name} seed {seed}",
@@ -353,22 +374,84 @@ def median_run(runs: dict) -> tuple[int, dict]:
     return ranked[(len(ranked) - 1) // 2]
 
 
-def measure_speed(args, teacher_folder, student_folders):
-    texts = rotten_tomatoes.rotten_tomatoes_splits()["test"]["text"]
-    if args.quick:
-        texts = texts[:QUICK_EVAL]
-    tokenizer = AutoTokenizer.from_pretrained(teacher_folder)
-    models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_folder)}
-    for student_type, folder in student_folders.items():
-        models[student_type] = AutoModelForSequenceClassification.from_pretrained(folder)
+def evaluation_sets(args) -> dict:
+    """(texts, label names) of the validation and test splits and of the out-of-domain tweets, and the training texts
+    static int8 calibration reads (none under --quick, which leaves that engine out)."""
+    splits = rotten_tomatoes.rotten_tomatoes_splits()
+    sets = {"validation": splits["validation"], "test": splits["test"], "out_of_domain": out_of_domain.out_of_domain_dataset()}
+    limit = QUICK_EVAL if args.quick else None
+    named = {}
+    for name, split in sets.items():
+        names = split.features["label"].names
+        rows = split.select(range(min(limit, len(split)))) if limit else split
+        named[name] = (rows["text"], [names[label] for label in rows["label"]])
+    named["calibration"] = [] if args.quick else splits["train"]["text"][:MAX_CALIBRATION_TEXTS]
+    return named
+
+
+def accuracy(classifier, texts, label_names) -> float:
+    """Accuracy of a classifier (`load_variant`) on texts with their label names."""
+    predictions = classifier.logits(texts).argmax(-1)
+    return sum(classifier.config.id2label[int(p)] == name for p, name in zip(predictions, label_names)) / len(texts)
+
+
+def out_of_domain_accuracies(args, sets, teacher_folder, runs) -> dict:
+    """Accuracy on the out-of-domain tweets of the teacher and of every student run: {"teacher": a, key: {seed: a}}."""
+    texts, names = sets["out_of_domain"]
+    scores = {"teacher": accuracy(load_variant(teacher_folder), texts, names)}
+    for (student_type, distilled), seed_runs in runs.items():
+        scores[student_type, distilled] = {
+            seed: accuracy(load_variant(run_folder(args, student_type, distilled, seed)), texts, names)
+            for seed in seed_runs
+        }
+    print(f"out-of-domain accuracy ({len(texts)} {OUT_OF_DOMAIN}): teacher {100 * scores['teacher']:.2f}%")
+    return scores
+
+
+def build_variants(args, sets, folders: dict) -> dict:
+    """The gated variants of each model folder ({name: folder}), with their test and out-of-domain accuracy."""
+    variants = {}
+    texts, names = sets["validation"]
+    for name, folder in folders.items():
+        config = AutoModelForSequenceClassification.from_pretrained(folder).config
+        records = make_variants(folder, args.export, texts=texts, labels=[config.label2id[n] for n in names],
+                                calibration_texts=sets["calibration"], tolerance_points=args.export_tolerance,
+                                repeats=1)
+        for record in records:
+            if record.passed_gate:
+                classifier = load_variant(os.path.join(folder, record.path))
+                record.extra["test_accuracy"] = accuracy(classifier, *sets["test"])
+                record.extra["out_of_domain_accuracy"] = accuracy(classifier, *sets["out_of_domain"])
+            print(f"  {name} {record.precision} ({record.engine}): "
+                  + ("passed" if record.passed_gate else f"refused: {record.reason}"))
+        variants[name] = records
+    return variants
+
+
+def measure_speed(args, sets, folders: dict, variants: dict):
+    """Every model and every gated variant side by side in one process on the test reviews."""
+    texts = sets["test"][0]
+    tokenizer = AutoTokenizer.from_pretrained(folders["teacher"])
+    models = {name: AutoModelForSequenceClassification.from_pretrained(folder) for name, folder in folders.items()}
+    for name, records in variants.items():
+        for record in records:
+            if record.passed_gate:
+                models[f"{name} {record.precision}"] = load_variant(os.path.join(folders[name], record.path),
+                                                                    num_threads=torch.get_num_threads())
     speed = compare_speed(models, tokenizer, texts, batch_size=args.batch_size, repeats=args.speed_repeats,
                           max_length=args.max_length)
     write_json_atomic(os.path.join(args.output_dir, "speed.json"), speed)
     print(f"{speed['texts']} test reviews (mean {speed['mean_tokens']:.1f} tokens), batch {speed['batch_size']}, "
           f"{speed['threads']} threads, {speed['hardware']}")
     for name, row in speed["models"].items():
-        print(f"  {name:<20} {row['texts_per_s']:8.1f} texts/s  {row['ms_per_batch']:7.1f} ms/batch  "
+        print(f"  {name:<32} {row['texts_per_s']:8.1f} texts/s  {row['ms_per_batch']:7.1f} ms/batch  "
               f"{row['single_text_ms']:6.2f} ms/text")
+    for name, records in variants.items():  # the records carry the side-by-side figures of the final measurement
+        for record in records:
+            row = speed["models"].get(f"{name} {record.precision}")
+            if row:
+                record.texts_per_s, record.single_text_ms = row["texts_per_s"], row["single_text_ms"]
+                record.float32_texts_per_s = speed["models"][name]["texts_per_s"]
     return speed
 
 
@@ -398,8 +481,9 @@ def copy_card(folder, cards_dir, name):
             shutil.copyfile(os.path.join(folder, file), os.path.join(target, file))
 
 
-def summarize(args, runs, chosen, speed, teacher_results) -> tuple[dict, list[dict]]:
-    """The summary (teacher, one row per student kind) and the comparison points of the cards' plot."""
+def summarize(args, runs, chosen, speed, teacher_results, ood, variants) -> tuple[dict, list[dict]]:
+    """The summary (teacher, one row per student kind, every model in every gated precision) and the comparison
+    points of the cards' plot."""
     teacher_accuracy = teacher_results["model"]["metrics"]["accuracy"]
     teacher_speed = speed["models"]["teacher"]
     points = [{"name": "teacher (MiniLM-L6)", "accuracy": teacher_accuracy, "latency_ms": teacher_speed["ms_per_batch"],
@@ -407,7 +491,7 @@ def summarize(args, runs, chosen, speed, teacher_results) -> tuple[dict, list[di
     summary = {
         "quick": args.quick,
         "teacher": {"accuracy": teacher_accuracy, "parameters": teacher_results["model"]["parameters"],
-                    "texts_per_s": teacher_speed["texts_per_s"]},
+                    "texts_per_s": teacher_speed["texts_per_s"], "out_of_domain_accuracy": ood["teacher"]},
         "students": [],
         "speed": speed,
     }
@@ -423,6 +507,10 @@ def summarize(args, runs, chosen, speed, teacher_results) -> tuple[dict, list[di
             "median_seed": seed, "parameters": results["student"]["parameters"], "speedup": section["speedup"],
             "texts_per_s": section["student_texts_per_s"],
         }
+        ood_accuracies = [ood[student_type, distilled][s] for s in sorted(seed_runs)]
+        row["out_of_domain_accuracy"] = statistics.median(ood_accuracies)
+        row["out_of_domain_seed_accuracies"] = ood_accuracies
+        row["out_of_domain_retention"] = row["out_of_domain_accuracy"] / ood["teacher"]
         if distilled:
             least_retention, least_speedup = BARS[student_type]
             row["bar"] = {"retention": least_retention, "speedup": least_speedup,
@@ -430,11 +518,63 @@ def summarize(args, runs, chosen, speed, teacher_results) -> tuple[dict, list[di
         summary["students"].append(row)
         points.append({"name": row["label"].replace("compact_", ""), "accuracy": accuracy,
                        "latency_ms": section["student_ms"], "role": "student" if distilled else "baseline"})
+    summary["variants"] = variant_rows(summary, speed, variants, ood)
+    summary["variant_goals"] = variant_goals(summary["variants"])
     return summary, points
 
 
-def write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points):
-    """The final results.json and model card of the teacher and of each distilled student (its median seed)."""
+def variant_rows(summary, speed, variants, ood) -> list[dict]:
+    """Each model in float32 and in each precision asked for: test and out-of-domain accuracy, texts/s measured side
+    by side, and whether it passed the gate (float32 rows are the reference, so they pass)."""
+    rows = []
+    float32 = {"teacher": (summary["teacher"]["accuracy"], ood["teacher"])}
+    for row in summary["students"]:
+        if row["distilled"]:  # the published student: the median seed's model
+            float32[row["model_type"]] = (row["accuracy"], ood[row["model_type"], True][row["median_seed"]])
+    for name, (test_accuracy, ood_accuracy) in float32.items():
+        rows.append({"model": name, "precision": "float32", "engine": "torch", "accuracy": test_accuracy,
+                     "out_of_domain_accuracy": ood_accuracy, "texts_per_s": speed["models"][name]["texts_per_s"],
+                     "single_text_ms": speed["models"][name]["single_text_ms"], "passed_gate": True})
+        for record in variants.get(name, []):
+            rows.append({"model": name, "precision": record.precision, "engine": record.engine,
+                         "accuracy": record.extra.get("test_accuracy"),
+                         "out_of_domain_accuracy": record.extra.get("out_of_domain_accuracy"),
+                         "validation_accuracy": record.accuracy, "validation_float32_accuracy": record.float32_accuracy,
+                         "accuracy_drop_points": record.accuracy_drop_points,
+                         "texts_per_s": record.texts_per_s if record.passed_gate else None,
+                         "single_text_ms": record.single_text_ms if record.passed_gate else None,
+                         "file_size_bytes": record.file_size_bytes, "passed_gate": record.passed_gate,
+                         **({"reason": record.reason} if record.reason else {})})
+    teacher_float32 = rows[0]["texts_per_s"]
+    fastest_teacher = max(r["texts_per_s"] for r in rows if r["model"] == "teacher" and r["passed_gate"])
+    for row in rows:
+        if row["texts_per_s"]:
+            row["speedup_vs_teacher_float32"] = row["texts_per_s"] / teacher_float32
+            row["speedup_vs_fastest_teacher"] = row["texts_per_s"] / fastest_teacher
+    return rows
+
+
+def variant_goals(rows) -> dict:
+    """The fastest gated way to run each student against the fastest gated way to run the teacher."""
+    goals = {}
+    for student_type, (least_vs_fastest, least_vs_float32) in VARIANT_BARS.items():
+        passed = [r for r in rows if r["model"] == student_type and r["passed_gate"] and r["texts_per_s"]]
+        if not passed:
+            continue
+        best = max(passed, key=lambda r: r["texts_per_s"])
+        met = best["speedup_vs_fastest_teacher"] >= least_vs_fastest and (
+            least_vs_float32 is None or best["speedup_vs_teacher_float32"] >= least_vs_float32)
+        goals[student_type] = {"precision": best["precision"], "engine": best["engine"],
+                               "speedup_vs_fastest_teacher": best["speedup_vs_fastest_teacher"],
+                               "speedup_vs_teacher_float32": best["speedup_vs_teacher_float32"],
+                               "bar": {"vs_fastest_teacher": least_vs_fastest, "vs_teacher_float32": least_vs_float32},
+                               "met": met}
+    return goals
+
+
+def write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points, summary, variants):
+    """The final results.json and model card of the teacher and of each distilled student (its median seed), with
+    its gated variants and its out-of-domain accuracy."""
     base_model = None if args.teacher else "sentence-transformers/all-MiniLM-L6-v2"
     teacher_speed = speed["models"]["teacher"]
     teacher_results.update(model_name=NAMES["teacher"], speed={
@@ -452,6 +592,18 @@ def write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, poin
         results["training"]["seeds"] = [
             {"seed": s, "accuracy": seed_runs[s]["student"]["metrics"]["accuracy"]} for s in sorted(seed_runs)]
         folders[NAMES[student_type]] = (os.path.join(args.output_dir, NAMES[student_type], f"seed_{seed}"), results)
+    rows = {"teacher": summary["teacher"]} | {r["model_type"]: r for r in summary["students"] if r["distilled"]}
+    for key, row in rows.items():
+        results = folders[NAMES[key]][1]
+        results["variants"] = [record.to_dict() for record in variants.get(key, [])]
+        results["out_of_domain"] = [{
+            "name": OUT_OF_DOMAIN, "description": out_of_domain.DESCRIPTION,
+            "num_examples": summary["out_of_domain_texts"], "accuracy": row["out_of_domain_accuracy"],
+            **({} if key == "teacher" else {
+                "teacher_accuracy": summary["teacher"]["out_of_domain_accuracy"],
+                "retention": row["out_of_domain_retention"],
+                "seed_accuracies": row["out_of_domain_seed_accuracies"]}),
+        }]
     for name, (folder, results) in folders.items():
         if base_model:
             results["base_model"] = base_model
@@ -464,17 +616,31 @@ def write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, poin
 def results_table(summary) -> str:
     teacher = summary["teacher"]
     lines = [
-        "| model | parameters | test accuracy | retention | speed-up (texts/s) | seeds |",
-        "|---|---:|---:|---:|---:|---|",
+        "| model | parameters | test accuracy | retention | out-of-domain accuracy (retention) | speed-up (texts/s) "
+        "| seeds |",
+        "|---|---:|---:|---:|---:|---:|---|",
         f"| teacher: MiniLM-L6 BERT, fine-tuned | {teacher['parameters'] / 1e6:.1f}M | "
-        f"{100 * teacher['accuracy']:.2f}% | 100% | 1.00x ({teacher['texts_per_s']:.0f}/s) | - |",
+        f"{100 * teacher['accuracy']:.2f}% | 100% | {100 * teacher['out_of_domain_accuracy']:.2f}% (100%) | "
+        f"1.00x ({teacher['texts_per_s']:.0f}/s) | - |",
     ]
     for row in summary["students"]:
         seeds = ", ".join(f"{100 * a:.2f}" for a in row["seed_accuracies"])
         lines.append(
             f"| {row['label']} | {row['parameters'] / 1e6:.1f}M | {100 * row['accuracy']:.2f}% | "
-            f"{100 * row['retention']:.1f}% | {row['speedup']:.2f}x ({row['texts_per_s']:.0f}/s) | {seeds} |"
+            f"{100 * row['retention']:.1f}% | {100 * row['out_of_domain_accuracy']:.2f}% "
+            f"({100 * row['out_of_domain_retention']:.1f}%) | {row['speedup']:.2f}x ({row['texts_per_s']:.0f}/s) "
+            f"| {seeds} |"
         )
+    if summary.get("variants"):
+        lines += ["", "| model | precision | engine | test accuracy | out-of-domain accuracy | texts/s | "
+                      "vs float32 teacher | vs fastest teacher | gate |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+        for row in summary["variants"]:
+            percent = lambda value: f"{100 * value:.2f}%" if value is not None else "-"  # noqa: E731
+            speed = (f"{row['texts_per_s']:.0f} | {row['speedup_vs_teacher_float32']:.2f}x | "
+                     f"{row['speedup_vs_fastest_teacher']:.2f}x") if row.get("texts_per_s") else "- | - | -"
+            gate = "passed" if row["passed_gate"] else f"refused ({row['accuracy_drop_points']:.2f} points lost)"
+            lines.append(f"| {row['model']} | {row['precision']} | {row['engine']} | {percent(row['accuracy'])} | "
+                         f"{percent(row['out_of_domain_accuracy'])} | {speed} | {gate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -488,6 +654,13 @@ def report(summary, output_dir):
             bar = row["bar"]
             print(f"{row['model_type']}: retention {100 * row['retention']:.1f}% (bar {100 * bar['retention']:.0f}%), "
                   f"speed-up {row['speedup']:.2f}x (bar {bar['speedup']}x): {'met' if bar['met'] else 'MISSED'}")
+    for student_type, goal in summary.get("variant_goals", {}).items():
+        bar = goal["bar"]
+        print(f"{student_type} fastest gated ({goal['precision']}, {goal['engine']}): "
+              f"{goal['speedup_vs_fastest_teacher']:.2f}x the fastest gated teacher (bar {bar['vs_fastest_teacher']}x), "
+              f"{goal['speedup_vs_teacher_float32']:.2f}x the float32 teacher"
+              + (f" (bar {bar['vs_teacher_float32']}x)" if bar["vs_teacher_float32"] else "")
+              + f": {'met' if goal['met'] else 'MISSED'}")
     stages = ", ".join(f"{name.replace('_', ' ')} {minutes:.1f}" for name, minutes in summary["stage_minutes"].items())
     print(f"\nfinished in {summary['minutes']:.1f} minutes ({stages}); models, results and cards in {output_dir}")
 
@@ -510,14 +683,17 @@ def main(argv=None):
     runs = train_students(args, teacher_folder, precision["choice"])
     clock.append(time.perf_counter())
 
-    stage("4/4  Measuring teacher and students side by side, writing results and model cards")
+    stage("4/4  Out-of-domain check, lower-precision variants, teacher and students side by side; results and cards")
     chosen = {key: median_run(seed_runs) for key, seed_runs in runs.items()}
-    student_folders = {student_type: os.path.join(args.output_dir, NAMES[student_type],
-                                                  f"seed_{chosen[(student_type, True)][0]}")
-                       for student_type in STUDENTS}
-    speed = measure_speed(args, teacher_folder, student_folders)
-    summary, points = summarize(args, runs, chosen, speed, teacher_results)
-    write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points)
+    folders = {"teacher": teacher_folder} | {
+        student_type: run_folder(args, student_type, True, chosen[(student_type, True)][0]) for student_type in STUDENTS}
+    sets = evaluation_sets(args)
+    ood = out_of_domain_accuracies(args, sets, teacher_folder, runs)
+    variants = build_variants(args, sets, folders)
+    speed = measure_speed(args, sets, folders, variants)
+    summary, points = summarize(args, runs, chosen, speed, teacher_results, ood, variants)
+    summary["out_of_domain_texts"] = len(sets["out_of_domain"][0])
+    write_cards(args, runs, chosen, speed, teacher_results, teacher_folder, points, summary, variants)
     clock.append(time.perf_counter())
     summary["training_precision"] = precision
     summary["minutes"] = (clock[-1] - clock[0]) / 60

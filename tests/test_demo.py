@@ -53,8 +53,27 @@ def test_quick_demo_end_to_end(tmp_path):
         assert row["speedup"] > 1.0  # half the layers: faster than the teacher even on a busy machine
     assert rows[("compact_squeezebert", True)]["parameters"] < rows[("compact_distilbert", True)]["parameters"]
 
+    # Out of domain: every model of the table measured on the airline tweets.
+    assert 0 < summary["teacher"]["out_of_domain_accuracy"] <= 1 and summary["out_of_domain_texts"] == 128
+    for row in rows.values():
+        assert row["out_of_domain_retention"] == pytest.approx(
+            row["out_of_domain_accuracy"] / summary["teacher"]["out_of_domain_accuracy"])
+    # Every model in float32 and in each precision asked for; speed only for the ones that passed the gate.
+    variants = {(v["model"], v["precision"]): v for v in summary["variants"]}
+    assert set(variants) == {(m, p) for m in ("teacher", "compact_distilbert", "compact_squeezebert")
+                             for p in ("float32", "bf16", "int8")}
+    for variant in variants.values():
+        assert isinstance(variant["passed_gate"], bool)
+        assert (variant["texts_per_s"] is not None) == variant["passed_gate"]
+    assert set(summary["variant_goals"]) <= {"compact_distilbert", "compact_squeezebert"}
+
     speed = json.loads((output / "speed.json").read_text())
-    assert set(speed["models"]) == {"teacher", "compact_distilbert", "compact_squeezebert"}
+    passed = {f"{m} {p}" for (m, p), v in variants.items() if p != "float32" and v["passed_gate"]}
+    assert set(speed["models"]) == {"teacher", "compact_distilbert", "compact_squeezebert"} | passed
+    teacher_results = json.loads((cards / "minilm-l6-rotten-tomatoes" / "results.json").read_text())
+    for record in teacher_results["variants"]:
+        kept = output / "minilm-l6-rotten-tomatoes" / "variants" / record["precision"]
+        assert kept.is_dir() == record["passed_gate"]
     assert speed["threads"] >= 1 and speed["hardware"]
 
     table = (output / "results.md").read_text()
