@@ -41,7 +41,14 @@ from hf_compact.benchmarking import compare_speed
 from hf_compact.io import write_json_atomic, write_text_atomic
 from hf_compact.model_card import write_model_card
 from hf_compact.model_types import COMPACT_MODEL_TYPES
-from hf_compact.precision import MAX_CALIBRATION_TEXTS, check_engines, load_variant, make_variants, parse_precisions
+from hf_compact.precision import (
+    MAX_CALIBRATION_TEXTS,
+    VARIANTS_FOLDER,
+    check_engines,
+    load_variant,
+    make_variants,
+    parse_precisions,
+)
 from hf_compact.training_precision import fastest_training_precision
 
 
@@ -412,7 +419,10 @@ def build_variants(args, sets, folders: dict) -> dict:
     """The gated variants of each model folder ({name: folder}), with their test and out-of-domain accuracy."""
     variants = {}
     texts, names = sets["validation"]
-    for name, folder in folders.items():
+    if not args.export:  # a rerun without variants: none of an earlier run's stay beside results that omit them
+        for folder in folders.values():
+            shutil.rmtree(os.path.join(folder, VARIANTS_FOLDER), ignore_errors=True)
+    for name, folder in folders.items() if args.export else ():
         config = AutoModelForSequenceClassification.from_pretrained(folder).config
         records = make_variants(folder, args.export, texts=texts, labels=[config.label2id[n] for n in names],
                                 calibration_texts=sets["calibration"], tolerance_points=args.export_tolerance,
@@ -439,7 +449,7 @@ def measure_speed(args, sets, folders: dict, variants: dict):
                 models[f"{name} {record.precision}"] = load_variant(os.path.join(folders[name], record.path),
                                                                     num_threads=torch.get_num_threads())
     speed = compare_speed(models, tokenizer, texts, batch_size=args.batch_size, repeats=args.speed_repeats,
-                          max_length=args.max_length)
+                          max_length=args.max_length, single_text_samples=8 if args.quick else 64)
     write_json_atomic(os.path.join(args.output_dir, "speed.json"), speed)
     print(f"{speed['texts']} test reviews (mean {speed['mean_tokens']:.1f} tokens), batch {speed['batch_size']}, "
           f"{speed['threads']} threads, {speed['hardware']}")
