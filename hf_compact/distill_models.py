@@ -30,6 +30,7 @@ from .data import label_names
 from .distill_arguments import ModelArguments
 from .grouped_init import fit_grouped_projections
 from .layer_map import default_layer_map, parse_layer_map
+from .mlm_checks import check_mlm_teacher
 from .model_types import SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, is_grouped
 from .validation import check_labels, load_config
 
@@ -49,7 +50,11 @@ DROPOUT_FIELDS = {
 
 
 def load_teacher(name_or_path: str, task: str) -> PreTrainedModel:
-    """The teacher, once its type and head are known to fit the task."""
+    """The teacher, once its type and head are known to fit the task.
+
+    For "mlm" any BERT-family checkpoint loads, with or without its masked-LM head: general distillation with the
+    hidden-state and attention-relation losses uses the encoder alone. The soft-target loss needs a trained head,
+    which `Distiller.between` (the checkpoint holds it) and `preflight` (its perplexity) check."""
     auto_class, wanted, _ = TASKS[task]
     config = load_config(name_or_path, "--teacher")
     if config.model_type not in SOURCE_MODEL_TYPES:
@@ -58,12 +63,10 @@ def load_teacher(name_or_path: str, task: str) -> PreTrainedModel:
             f"{SOURCE_MODEL_TYPES}."
         )
     architectures = config.architectures or []
-    if architectures and not any(a.endswith(wanted) or a.endswith("ForPreTraining") for a in architectures):
+    if task != "mlm" and architectures and not any(a.endswith((wanted, "ForPreTraining")) for a in architectures):
         raise SystemExit(
             f"The teacher's head is {architectures[0]}, which does not fit --task {task} (needs *{wanted}). "
-            + ("Give a teacher saved with a trained masked-LM head (its checkpoint holds the MLM weights)."
-               if task == "mlm"
-               else "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task.")
+            "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task."
         )
     return auto_class.from_pretrained(name_or_path, use_safetensors=True)
 
@@ -141,8 +144,11 @@ def init_description(args: ModelArguments, student, num_train_examples: int) -> 
     return "teacher layers"
 
 
-def preflight(task: str, teacher, student, tokenizer, data, label_column: str | None, max_length: int) -> None:
-    """Checks that would otherwise fail hours later, each with the change that fixes it."""
+def preflight(task: str, teacher, student, tokenizer, data, label_column: str | None, max_length: int,
+              text_column: str = "text", soft_target_weight: float = 0.0) -> None:
+    """Checks that would otherwise fail hours later, each with the change that fixes it. For "mlm" with a soft-target
+    weight above 0, the teacher's masked-LM head must be in its checkpoint and score a perplexity far below the
+    vocabulary size on seeded masks of the training texts (`hf_compact.mlm_checks.check_mlm_teacher`)."""
     if student.config.vocab_size != teacher.config.vocab_size:
         raise SystemExit(
             f"Student vocab_size={student.config.vocab_size} differs from the teacher's "
@@ -162,6 +168,8 @@ def preflight(task: str, teacher, student, tokenizer, data, label_column: str | 
             f"--max_length {max_length} is longer than the position table of the teacher or student "
             f"({positions} positions): use --max_length {positions} or less."
         )
+    if task == "mlm" and soft_target_weight > 0:
+        check_mlm_teacher(teacher, tokenizer, data["train"][text_column], max_length=max_length)
     if task != "mlm":
         names = label_names(data, label_column)
         values = data["train"][label_column]
