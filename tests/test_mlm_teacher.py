@@ -47,6 +47,7 @@ def trained_mlm(tmp_path_factory, tokenizer_dir):
     """A tiny BertForMaskedLM trained 450 steps on counting texts, saved with its tokenizer."""
     folder = tmp_path_factory.mktemp("mlm-teacher")
     tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     model = BertForMaskedLM(mlm_config())
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
@@ -58,7 +59,6 @@ def trained_mlm(tmp_path_factory, tokenizer_dir):
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
     return folder
 
 
