@@ -31,7 +31,7 @@ from .distill_arguments import ModelArguments
 from .grouped_init import fit_grouped_projections
 from .layer_map import default_layer_map, parse_layer_map
 from .mlm_checks import check_mlm_teacher
-from .model_types import SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, is_grouped
+from .model_types import COMPACT_MODEL_TYPES, SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, is_grouped
 from .validation import check_labels, load_config
 
 
@@ -115,6 +115,37 @@ def build_student(
     return TASKS[args.task][0].from_config(config, attn_implementation=attn), layers
 
 
+def student_from_folder(
+    folder: str, task: str, teacher: PreTrainedModel, layer_map: str | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[PreTrainedModel, list[int]]:
+    """A saved compact model (a general-distilled student, say) as the student of `task`: its embeddings and layers,
+    the teacher's labels under a new head where the task needs one. The layer map is `layer_map` if given, else the
+    one it was distilled with when that fits the teacher, else the default for the two depths."""
+    config = load_config(folder, "--student_init")
+    if config.model_type not in COMPACT_MODEL_TYPES:
+        raise SystemExit(
+            f"--student_init {folder} is a {config.model_type!r} model; a student is one of {COMPACT_MODEL_TYPES} "
+            "(e.g. the output folder of a --task mlm run)."
+        )
+    num_teacher_layers, depth = teacher.config.num_hidden_layers, config.num_hidden_layers
+    saved = config.teacher_layer_map or []
+    try:
+        if layer_map:
+            layers = parse_layer_map(layer_map, num_teacher_layers, depth)
+        elif len(saved) == depth and all(0 <= layer < num_teacher_layers for layer in saved):
+            layers = list(saved)
+        else:
+            layers = default_layer_map(num_teacher_layers, depth)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    labels = {} if task == "mlm" else {"id2label": teacher.config.id2label, "label2id": teacher.config.label2id}
+    student = TASKS[task][0].from_pretrained(folder, use_safetensors=True, attn_implementation=attn_implementation,
+                                             **labels)
+    student.config.teacher_layer_map = layers
+    return student, layers
+
+
 def has_grouped_projections(config) -> bool:
     return is_grouped(config.model_type) and any(getattr(config, f, 1) > 1 for f in SQUEEZEBERT_GROUP_FIELDS)
 
@@ -194,4 +225,5 @@ __all__ = [
     "load_teacher",
     "output_bytes",
     "preflight",
+    "student_from_folder",
 ]

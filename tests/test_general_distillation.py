@@ -1,13 +1,16 @@
 """recipes/distill.py --task mlm end to end as general (task-agnostic) distillation: raw text, no labels, a teacher
-without a masked-LM head, the hidden-state and attention-relation losses; the soft-target loss refused for it."""
+without a masked-LM head, the hidden-state and attention-relation losses; the soft-target loss refused for it; the
+saved student as the start of a task student."""
 
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate.state import AcceleratorState
 from transformers import AutoModelForMaskedLM
 
+from hf_compact.distill_models import load_teacher, student_from_folder
 from test_distill_recipe import RECIPE, common, run
 
 
@@ -42,6 +45,21 @@ def test_general_distillation_from_a_teacher_without_an_mlm_head(trained_teacher
     assert last < first  # the student's last layer learns the teacher's q/k/v relations
     model = AutoModelForMaskedLM.from_pretrained(out)
     assert model.config.model_type == student[0] and model.config.num_hidden_layers == 2
+
+    # The task stage starts from it: its encoder, the classifier teacher's labels, the map it was distilled with.
+    teacher = load_teacher(str(trained_teacher), "sequence-classification")
+    task_student, layers = student_from_folder(str(out), "sequence-classification", teacher)
+    assert type(task_student).__name__.endswith("ForSequenceClassification") and layers == [1, 3]
+    assert task_student.config.id2label == teacher.config.id2label
+    task_encoder = task_student.base_model.state_dict()
+    for name, tensor in model.base_model.state_dict().items():
+        assert torch.equal(task_encoder[name], tensor), name
+
+
+def test_only_a_compact_model_starts_a_student(trained_teacher):
+    teacher = load_teacher(str(trained_teacher), "sequence-classification")
+    with pytest.raises(SystemExit, match="--student_init .* is a 'bert' model"):
+        student_from_folder(str(trained_teacher), "sequence-classification", teacher)
 
 
 def test_the_soft_target_loss_needs_a_trained_mlm_head(trained_teacher, synthetic_csv, tmp_path):
