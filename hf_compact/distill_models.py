@@ -30,7 +30,8 @@ from .data import label_names
 from .distill_arguments import ModelArguments
 from .grouped_init import fit_grouped_projections
 from .layer_map import default_layer_map, parse_layer_map
-from .model_types import SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, is_grouped
+from .mlm_checks import check_mlm_teacher
+from .model_types import COMPACT_MODEL_TYPES, SOURCE_MODEL_TYPES, SQUEEZEBERT_GROUP_FIELDS, is_grouped
 from .validation import check_labels, load_config
 
 
@@ -49,7 +50,11 @@ DROPOUT_FIELDS = {
 
 
 def load_teacher(name_or_path: str, task: str) -> PreTrainedModel:
-    """The teacher, once its type and head are known to fit the task."""
+    """The teacher, once its type and head are known to fit the task.
+
+    For "mlm" any BERT-family checkpoint loads, with or without its masked-LM head: general distillation with the
+    hidden-state and attention-relation losses uses the encoder alone. The soft-target loss needs a trained head,
+    which `Distiller.between` (the checkpoint holds it) and `preflight` (its perplexity) check."""
     auto_class, wanted, _ = TASKS[task]
     config = load_config(name_or_path, "--teacher")
     if config.model_type not in SOURCE_MODEL_TYPES:
@@ -58,12 +63,10 @@ def load_teacher(name_or_path: str, task: str) -> PreTrainedModel:
             f"{SOURCE_MODEL_TYPES}."
         )
     architectures = config.architectures or []
-    if architectures and not any(a.endswith(wanted) or a.endswith("ForPreTraining") for a in architectures):
+    if task != "mlm" and architectures and not any(a.endswith((wanted, "ForPreTraining")) for a in architectures):
         raise SystemExit(
             f"The teacher's head is {architectures[0]}, which does not fit --task {task} (needs *{wanted}). "
-            + ("Give a teacher saved with a trained masked-LM head (its checkpoint holds the MLM weights)."
-               if task == "mlm"
-               else "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task.")
+            "Fine-tune a classifier first (recipes/finetune.py) or pick the matching --task."
         )
     return auto_class.from_pretrained(name_or_path, use_safetensors=True)
 
@@ -112,6 +115,37 @@ def build_student(
     return TASKS[args.task][0].from_config(config, attn_implementation=attn), layers
 
 
+def student_from_folder(
+    folder: str, task: str, teacher: PreTrainedModel, layer_map: str | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[PreTrainedModel, list[int]]:
+    """A saved compact model (a general-distilled student, say) as the student of `task`: its embeddings and layers,
+    the teacher's labels under a new head where the task needs one. The layer map is `layer_map` if given, else the
+    one it was distilled with when that fits the teacher, else the default for the two depths."""
+    config = load_config(folder, "--student_init")
+    if config.model_type not in COMPACT_MODEL_TYPES:
+        raise SystemExit(
+            f"--student_init {folder} is a {config.model_type!r} model; a student is one of {COMPACT_MODEL_TYPES} "
+            "(e.g. the output folder of a --task mlm run)."
+        )
+    num_teacher_layers, depth = teacher.config.num_hidden_layers, config.num_hidden_layers
+    saved = config.teacher_layer_map or []
+    try:
+        if layer_map:
+            layers = parse_layer_map(layer_map, num_teacher_layers, depth)
+        elif len(saved) == depth and all(0 <= layer < num_teacher_layers for layer in saved):
+            layers = list(saved)
+        else:
+            layers = default_layer_map(num_teacher_layers, depth)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    labels = {} if task == "mlm" else {"id2label": teacher.config.id2label, "label2id": teacher.config.label2id}
+    student = TASKS[task][0].from_pretrained(folder, use_safetensors=True, attn_implementation=attn_implementation,
+                                             **labels)
+    student.config.teacher_layer_map = layers
+    return student, layers
+
+
 def has_grouped_projections(config) -> bool:
     return is_grouped(config.model_type) and any(getattr(config, f, 1) > 1 for f in SQUEEZEBERT_GROUP_FIELDS)
 
@@ -141,8 +175,11 @@ def init_description(args: ModelArguments, student, num_train_examples: int) -> 
     return "teacher layers"
 
 
-def preflight(task: str, teacher, student, tokenizer, data, label_column: str | None, max_length: int) -> None:
-    """Checks that would otherwise fail hours later, each with the change that fixes it."""
+def preflight(task: str, teacher, student, tokenizer, data, label_column: str | None, max_length: int,
+              text_column: str = "text", soft_target_weight: float = 0.0) -> None:
+    """Checks that would otherwise fail hours later, each with the change that fixes it. For "mlm" with a soft-target
+    weight above 0, the teacher's masked-LM head must be in its checkpoint and score a perplexity far below the
+    vocabulary size on seeded masks of the training texts (`hf_compact.mlm_checks.check_mlm_teacher`)."""
     if student.config.vocab_size != teacher.config.vocab_size:
         raise SystemExit(
             f"Student vocab_size={student.config.vocab_size} differs from the teacher's "
@@ -162,6 +199,8 @@ def preflight(task: str, teacher, student, tokenizer, data, label_column: str | 
             f"--max_length {max_length} is longer than the position table of the teacher or student "
             f"({positions} positions): use --max_length {positions} or less."
         )
+    if task == "mlm" and soft_target_weight > 0:
+        check_mlm_teacher(teacher, tokenizer, data["train"][text_column], max_length=max_length)
     if task != "mlm":
         names = label_names(data, label_column)
         values = data["train"][label_column]
@@ -186,4 +225,5 @@ __all__ = [
     "load_teacher",
     "output_bytes",
     "preflight",
+    "student_from_folder",
 ]

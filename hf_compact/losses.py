@@ -13,6 +13,9 @@ Masks are (batch, seq) with 1 on real tokens; losses over tokens average over th
 - `relation_kl`: MiniLM-style relations for models whose head counts or widths differ: hidden states are split
   into the same number of relation heads for both models, each head's scaled dot-product self-relation is turned
   into a distribution over keys, and the two distributions are compared with KL.
+- `attention_relation_kl`: MiniLM-v2's self-attention relation transfer: `relation_kl` of the query-query, key-key
+  and value-value relations of one attention layer of each model (the outputs of its q, k and v projections),
+  summed as in Wang et al. (2021). Neither head counts nor widths need to match, only the number of relation heads.
 """
 
 from __future__ import annotations
@@ -133,4 +136,31 @@ def relation_kl(
     )
 
 
-__all__ = ["attention_kl", "hidden_cosine", "hidden_mse", "relation_kl", "self_relation", "soft_target_kl"]
+def attention_relation_kl(
+    student_qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    teacher_qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    mask: torch.Tensor | None = None,
+    num_relation_heads: int = 4,
+) -> torch.Tensor:
+    """Sum over the query-query, key-key and value-value relations of the KL between the teacher's and the
+    student's relation distributions (MiniLM-v2). Each of the six tensors is a projection's output,
+    (batch, seq, width); widths may differ between the models as long as `num_relation_heads` divides both."""
+    if len(student_qkv) != 3 or len(teacher_qkv) != 3:
+        raise ValueError(
+            f"Give the query, key and value projections of each model: got {len(student_qkv)} student and "
+            f"{len(teacher_qkv)} teacher tensors."
+        )
+    return sum(
+        relation_kl(student, teacher, mask, num_relation_heads) for student, teacher in zip(student_qkv, teacher_qkv)
+    )
+
+
+__all__ = [
+    "attention_kl",
+    "attention_relation_kl",
+    "hidden_cosine",
+    "hidden_mse",
+    "relation_kl",
+    "self_relation",
+    "soft_target_kl",
+]
