@@ -312,8 +312,8 @@ def main(argv=None) -> dict:
             "mean_tokens": round(speed["mean_tokens"], 1),
             "calibration_texts": len(calibration_texts),
             "teacher": description,
-            "head": "fine-tuned" if args.teacher else f"untrained (random, seed {args.seed}): accuracy is chance; "
-            "agreement with float32 still measures fidelity",
+            "head": "fine-tuned" if args.teacher else f"untrained (random, seed {args.seed}): accuracy is chance, and "
+            "with scores near 0.5 a small change flips a label, so max_score_difference is the fidelity measure",
             "students": {"layers": min(STUDENT_LAYERS, teacher.config.num_hidden_layers),
                          "squeezebert_groups": SQUEEZEBERT_GROUPS},
             "engines": engines,
