@@ -43,14 +43,15 @@ demo: $(VENV)/.runtime
 test: install
 	$(BIN)/python -m pytest -q -n auto tests
 
-# The benchmarks (minutes each; run on a quiet machine): each prints its measurements; speed, inference and the
-# teacher cache also write them under benchmarks/results/.
+# The benchmarks (minutes each; run on a quiet machine): each prints its measurements; speed, inference, the
+# teacher cache and precision also write them under benchmarks/results/.
 bench: install
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/teacher_cache.py
 	$(BIN)/python benchmarks/training_step.py
 	$(BIN)/python benchmarks/teacher_logits_precision.py
+	$(BIN)/python benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
