@@ -38,8 +38,9 @@ def transfer_sets(args, data: datasets.DatasetDict, tokenizer, *, text_column: s
     the texts of the files, and "augmented", `args.augment` copies of each training text; parts that are not asked
     for are left out. Texts that are also in the validation or test split are dropped: the student would otherwise
     be fitted to the teacher's answers on the examples it is scored on. Raises ValueError for unusable files."""
-    if args.used and label_column is not None and not isinstance(data["train"].features[label_column],
-                                                                  datasets.ClassLabel):
+    if not args.used:
+        return {}
+    if label_column is not None and not isinstance(data["train"].features[label_column], datasets.ClassLabel):
         raise ValueError(f"--unlabeled_file and --augment need class labels; the column {label_column!r} holds "
                          f"{data['train'].features[label_column]} (regression or multi-label targets).")
     texts = {}
