@@ -27,7 +27,9 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TEXT_FORMATS = {**LOCAL_FORMATS, ".txt": "text"}  # unlabelled texts may also come one a line
 SPLITS = ("train", "validation", "test")
+UNLABELED = -100  # the label of an example without one: the label loss skips it, as PyTorch's cross-entropy does
 
 
 def _builder_for(files: list[str]) -> str:
@@ -190,6 +192,60 @@ def _num_ids(data: datasets.DatasetDict, column: str) -> int:
     if min(values) < 0:
         raise ValueError(f"Column {column!r} has negative class ids ({min(values)}); ids must be 0..num_labels-1.")
     return max(values) + 1
+
+
+def load_unlabeled_texts(paths: list[str], text_column: str = "text") -> datasets.Dataset:
+    """Texts without labels from local files, in the order given, as one column `text`: the `text_column` of CSV /
+    JSON / JSON Lines / Parquet files (other columns are ignored), or each non-blank line of a .txt file. A file that
+    is missing, of another format, unreadable, empty, without the column or with empty texts in it is refused with a
+    ValueError that names it."""
+    parts = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"Unlabelled text file {path!r} does not exist.")
+        extension = os.path.splitext(path)[1].lower()
+        if extension not in TEXT_FORMATS:
+            raise ValueError(f"Unlabelled text file {path!r} has extension {extension!r}; use one of "
+                             f"{sorted(TEXT_FORMATS)}.")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"Unlabelled text file {path!r} is empty.")
+        builder = TEXT_FORMATS[extension]
+        try:
+            dataset = datasets.load_dataset(builder, data_files={"train": path}, split="train")
+        except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as error:
+            raise ValueError(
+                f"Could not read unlabelled text file {path!r}: it is empty or malformed ({error})."
+            ) from None
+        column = "text" if builder == "text" else text_column
+        if column not in dataset.column_names:
+            raise ValueError(f"Unlabelled text file {path!r} has no column {column!r} (its columns: "
+                             f"{dataset.column_names}); name its text column with --unlabeled_text_column.")
+        dataset = dataset.select_columns([column])
+        if builder == "text":  # blank lines separate texts, they are not texts
+            dataset = dataset.filter(lambda text: bool(text.strip()), input_columns=column)
+        elif any(not isinstance(text, str) or not text.strip() for text in dataset[column]):
+            raise ValueError(f"Column {column!r} of unlabelled text file {path!r} has empty or missing texts; drop "
+                             "them.")
+        if len(dataset) == 0:
+            raise ValueError(f"Unlabelled text file {path!r} holds no texts.")
+        parts.append(dataset.rename_column(column, "text") if column != "text" else dataset)
+    if not parts:
+        raise ValueError("No unlabelled text files given.")
+    features = datasets.Features({"text": datasets.Value("string")})
+    return datasets.concatenate_datasets([part.cast(features) for part in parts])
+
+
+def mix_unlabeled(labelled: datasets.Dataset, unlabelled: list[datasets.Dataset]) -> datasets.Dataset:
+    """One training split: the labelled examples, then the unlabelled ones (same columns but the labels), whose
+    `labels` become `UNLABELED`. The order does not matter: the sampler shuffles them together."""
+    if not unlabelled:
+        return labelled
+    if "labels" in labelled.column_names:  # class ids as plain integers: a ClassLabel cannot hold UNLABELED
+        labelled = labelled.cast_column("labels", datasets.Value("int64"))
+        unlabelled = [part.add_column("labels", [UNLABELED] * len(part), feature=datasets.Value("int64"))
+                      for part in unlabelled]
+    unlabelled = [part if part.features == labelled.features else part.cast(labelled.features) for part in unlabelled]
+    return datasets.concatenate_datasets([labelled, *unlabelled])
 
 
 def label_names(data: datasets.DatasetDict | datasets.Dataset, label_column: str = "label") -> list[str] | None:
@@ -393,12 +449,15 @@ class EpochLengthGroupedSampler(torch.utils.data.Sampler):
 
 
 __all__ = [
+    "UNLABELED",
     "EpochLengthGroupedSampler",
     "TokenLogitsCollator",
     "collator_for_task",
     "label_names",
     "load_recipe_dataset",
     "load_text_dataset",
+    "load_unlabeled_texts",
+    "mix_unlabeled",
     "num_labels",
     "tokenize_dataset",
     "tokenize_for_task",

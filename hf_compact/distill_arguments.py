@@ -1,7 +1,7 @@
 """The distillation recipe's own flags, as dataclasses for `transformers.HfArgumentParser`: the teacher and the
 student (`ModelArguments`) and the run (`DistillTrainingArguments`, named as `transformers.TrainingArguments` names
-them). The objective's flags come from `hf_compact.distillation.DistillationConfig`, the data's and the card's from
-`hf_compact.arguments`.
+them). The examples without labels a run adds to its training split are `TransferArguments`. The objective's flags
+come from `hf_compact.distillation.DistillationConfig`, the data's and the card's from `hf_compact.arguments`.
 
 ```python
 >>> from transformers import HfArgumentParser
@@ -16,9 +16,11 @@ them). The objective's flags come from `hf_compact.distillation.DistillationConf
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .augmentation import AugmentationConfig
 from .model_types import COMPACT_MODEL_TYPES
 
 
@@ -147,4 +149,70 @@ class DistillTrainingArguments:
             raise ValueError(f"--latency_batches must be 0 (no timing) or positive, got {self.latency_batches}.")
 
 
-__all__ = ["DistillTrainingArguments", "ModelArguments"]
+@dataclass
+class TransferArguments:
+    """A transfer set: texts without labels that the student learns from the teacher's soft targets alone, from files
+    and from augmented copies of the labelled training texts (Tang et al., 2019). The label loss skips them."""
+
+    unlabeled_file: list[str] | None = field(
+        default=None,
+        metadata={"help": "Files of texts without labels, mixed into the training split: CSV / JSON / JSON Lines / "
+                          "Parquet (the text column) or .txt (one text a line). Give several at once or repeat the "
+                          "flag.", "action": "extend"},
+    )
+    unlabeled_text_column: str | None = field(
+        default=None, metadata={"help": "Text column of the unlabelled files (default: --text_column)."}
+    )
+    augment: int = field(
+        default=0, metadata={"help": "Augmented copies of each labelled training text, mixed into the training split."}
+    )
+    augment_mask_prob: float = field(default=0.1, metadata={"help": "Chance that a word of a copy becomes [MASK]."})
+    augment_dropout_prob: float = field(default=0.1, metadata={"help": "Chance that a word of a copy is dropped."})
+    augment_ngram_prob: float = field(
+        default=0.25, metadata={"help": "Chance that a copy is cut to one of its n-grams (n from 1 to 5)."}
+    )
+
+    def __post_init__(self):
+        if self.augment < 0:
+            raise ValueError(f"--augment must be 0 or more copies per text, got {self.augment}.")
+        missing = [path for path in self.unlabeled_file or [] if not os.path.isfile(path)]
+        if missing:
+            raise ValueError(f"--unlabeled_file: no file {missing[0]!r}.")
+        self.augmentation = AugmentationConfig(self.augment_mask_prob, self.augment_dropout_prob,
+                                               self.augment_ngram_prob)
+
+    @property
+    def used(self) -> bool:
+        return bool(self.unlabeled_file) or self.augment > 0
+
+    def problem(self, task: str, uses_teacher: bool, text_pair_column: str | None) -> str | None:
+        """Why these flags cannot go with the run's others, with the fix; None when they can."""
+        if not self.used:
+            return None
+        flags = "--unlabeled_file and --augment add"
+        if task == "mlm":
+            return (f"{flags} texts without labels to a task's training split; --task mlm reads raw text already: "
+                    "put the texts in --train_file.")
+        if task != "sequence-classification":
+            return f"{flags} texts to sequence classification; --task {task} does not take them."
+        if text_pair_column:
+            return f"{flags} single texts, not pairs: leave out --text_pair_column or these flags."
+        if not uses_teacher:
+            return f"{flags} texts without labels: they need a loss from the teacher (--kd_weight above 0)."
+        return None
+
+    def record(self, counts: dict[str, int]) -> dict:
+        """The results' account of the transfer set: examples of each kind, the files' names (never their folders)
+        and the augmentation's settings; empty when the run had none."""
+        if not self.used:
+            return {}
+        record = {"unlabeled_examples": counts.get("unlabeled", 0), "augmented_examples": counts.get("augmented", 0)}
+        if self.unlabeled_file:
+            record["unlabeled_files"] = [os.path.basename(os.path.normpath(path)) for path in self.unlabeled_file]
+        if self.augment:
+            record["augmentation"] = {"copies": self.augment, "mask_prob": self.augment_mask_prob,
+                                      "dropout_prob": self.augment_dropout_prob, "ngram_prob": self.augment_ngram_prob}
+        return record
+
+
+__all__ = ["DistillTrainingArguments", "ModelArguments", "TransferArguments"]

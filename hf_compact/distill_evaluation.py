@@ -167,9 +167,10 @@ def optimizer_steps(completed_batches: int, batches_per_epoch: int, accumulation
 
 def distill_results(run, *, accelerator, teacher, student, objective, layer_map, init, data, history,
                     completed_batches, batches_per_epoch, teacher_cache_seconds, teacher_metrics, student_metrics,
-                    speed=None, pipeline_tag: str) -> RunResults:
+                    speed=None, pipeline_tag: str, transfer: dict | None = None) -> RunResults:
     """The results record of a run (`results.json`). `run` holds the parsed flags as attributes `model`, `data`,
-    `training` and `card` (the dataclasses)."""
+    `training` and `card` (the dataclasses). `transfer` (`TransferArguments.record`), when it says anything, goes
+    into the training record: the examples without labels the run added and where they came from."""
     model_args, training_args = run.model, run.training
     split = "test" if model_args.task != "mlm" else "validation"
     unwrapped = accelerator.unwrap_model(student)
@@ -204,6 +205,7 @@ def distill_results(run, *, accelerator, teacher, student, objective, layer_map,
             train_seconds=sum(epoch["train_seconds"] for epoch in history),
             distributed=DistributedRecord(
                 **distributed_summary(accelerator, student, training_args.per_device_train_batch_size)),
+            extra=dict(transfer or {}),
         ),
         config=unwrapped.config.to_diff_dict(),
         retention=retention,

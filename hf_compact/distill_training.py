@@ -1,5 +1,7 @@
-"""The pieces of a distillation run's training loop that are not the loop: length-grouped batches that N processes
-share as one process would see them, the optimizer and schedule, and a progress bar driven by `Progress` reports.
+"""The pieces of a distillation run's training loop that are not the loop: the transfer set (texts without labels
+added to the training split), length-grouped batches that N processes share as one process would see them, the
+student's forward pass with a label loss that skips unlabelled examples, the optimizer and schedule, and a progress
+bar driven by `Progress` reports.
 
 ```python
 >>> loader = train_dataloader(tokenized["train"], collator, batch_size=32, num_processes=1, seed=42)  # doctest: +SKIP
@@ -12,13 +14,73 @@ from __future__ import annotations
 
 import math
 
+import datasets
 import torch
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.utils import logging
 
-from .data import EpochLengthGroupedSampler
+from .augmentation import augment_texts
+from .data import UNLABELED, EpochLengthGroupedSampler, load_unlabeled_texts, tokenize_dataset
 from .progress import Progress
+
+
+logger = logging.get_logger(__name__)
+
+TRANSFER_SPLITS = ("unlabeled", "augmented")  # the transfer set's parts, each scored and cached on its own
+
+
+def transfer_sets(args, data: datasets.DatasetDict, tokenizer, *, text_column: str, label_column: str | None,
+                  max_length: int, seed: int) -> dict[str, datasets.Dataset]:
+    """The tokenized transfer set of a run (`args`: `hf_compact.distill_arguments.TransferArguments`): "unlabeled",
+    the texts of the files, and "augmented", `args.augment` copies of each training text; parts that are not asked
+    for are left out. Texts that are also in the validation or test split are dropped: the student would otherwise
+    be fitted to the teacher's answers on the examples it is scored on. Raises ValueError for unusable files."""
+    if not args.used:
+        return {}
+    if label_column is not None and not isinstance(data["train"].features[label_column], datasets.ClassLabel):
+        raise ValueError(f"--unlabeled_file and --augment need class labels; the column {label_column!r} holds "
+                         f"{data['train'].features[label_column]} (regression or multi-label targets).")
+    texts = {}
+    if args.unlabeled_file:
+        texts["unlabeled"] = load_unlabeled_texts(args.unlabeled_file, args.unlabeled_text_column or text_column)
+    if args.augment:
+        copies = augment_texts(data["train"][text_column], args.augment, seed, tokenizer.mask_token,
+                               **vars(args.augmentation))
+        texts["augmented"] = datasets.Dataset.from_dict({"text": copies},
+                                                        features=datasets.Features({"text": datasets.Value("string")}))
+    scored = {text for split in ("validation", "test") for text in data[split][text_column]}
+    tokenized = {}
+    for split, dataset in texts.items():
+        kept = dataset.filter(lambda text: text not in scored, input_columns="text")
+        if len(kept) < len(dataset):
+            logger.warning("%d %s texts are also validation or test texts: they are left out.",
+                           len(dataset) - len(kept), split)
+        if len(kept):
+            tokenized[split] = tokenize_dataset(datasets.DatasetDict({"train": kept}), tokenizer, label_column=None,
+                                                max_length=max_length)["train"]
+    return tokenized
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the examples that have a label (`labels` other than `UNLABELED`), in float32; 0
+    (still a function of the logits) for a batch with none."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=UNLABELED, reduction="sum")
+    return total / (labels != UNLABELED).sum().clamp(min=1)
+
+
+def student_forward(student, objective, batch: dict):
+    """The student's outputs on a batch, with what `objective` (a `DistillationConfig`) needs. With the label loss on
+    and unlabelled examples in the batch, `loss` is `labelled_cross_entropy`: the unlabelled ones learn from the
+    teacher alone. Other batches go through the model's own loss, which it equals there."""
+    labels = batch.get("labels")
+    if objective.ce_weight == 0 or labels is None or labels.dim() != 1 or bool((labels != UNLABELED).all()):
+        return student(**objective.student_inputs(batch), **objective.output_flags())
+    outputs = student(**{k: v for k, v in batch.items() if k != "labels"}, **objective.output_flags())
+    outputs["loss"] = labelled_cross_entropy(outputs.logits, labels)  # an item, so copies of the outputs keep it
+    return outputs
 
 
 def train_dataloader(dataset, collator, *, batch_size: int, num_processes: int, seed: int) -> DataLoader:
@@ -87,4 +149,14 @@ def reporter(*callbacks):
     return report
 
 
-__all__ = ["ProgressBar", "eval_dataloaders", "optimizer_and_schedule", "reporter", "train_dataloader"]
+__all__ = [
+    "TRANSFER_SPLITS",
+    "ProgressBar",
+    "eval_dataloaders",
+    "labelled_cross_entropy",
+    "optimizer_and_schedule",
+    "reporter",
+    "student_forward",
+    "train_dataloader",
+    "transfer_sets",
+]

@@ -10,6 +10,12 @@ Token classification (a fine-tuned tagger as the teacher; a column of word lists
     accelerate launch recipes/distill.py --task token-classification --teacher path/to/tagger \
         --train_file ner.json --text_column tokens --label_column tags --output_dir outputs/tagger-student
 
+With a transfer set (Tang et al., 2019): texts without labels, and augmented copies of the training texts, that
+the student learns from the teacher's soft targets alone:
+
+    accelerate launch recipes/distill.py --teacher path/to/teacher --train_file train.csv \
+        --unlabeled_file more_texts.jsonl other_texts.txt --augment 4 --output_dir outputs/student
+
 General distillation on raw text (a masked-LM teacher), as DistilBERT was trained:
 
     accelerate launch recipes/distill.py --task mlm --teacher bert-folder --train_file corpus.txt.csv \
@@ -39,9 +45,9 @@ from transformers import AutoTokenizer, HfArgumentParser
 
 from hf_compact.arguments import CardArguments, DataArguments, ExportArguments
 from hf_compact.checkpointing import resume_from, save_checkpoint
-from hf_compact.data import collator_for_task, load_recipe_dataset, tokenize_for_task
+from hf_compact.data import collator_for_task, load_recipe_dataset, mix_unlabeled, tokenize_for_task
 from hf_compact.devices import has_accelerator
-from hf_compact.distill_arguments import DistillTrainingArguments, ModelArguments
+from hf_compact.distill_arguments import DistillTrainingArguments, ModelArguments, TransferArguments
 from hf_compact.distill_evaluation import distill_results, evaluate_student, evaluate_teacher, measure_latency
 from hf_compact.distill_models import (
     TASKS,
@@ -53,11 +59,14 @@ from hf_compact.distill_models import (
     preflight,
 )
 from hf_compact.distill_training import (
+    TRANSFER_SPLITS,
     ProgressBar,
     eval_dataloaders,
     optimizer_and_schedule,
     reporter,
+    student_forward,
     train_dataloader,
+    transfer_sets,
 )
 from hf_compact.distillation import DistillationConfig, Distiller, stop_unless_finite
 from hf_compact.hub import publishing_problem, push_folder_to_hub
@@ -76,11 +85,11 @@ from hf_compact.teacher_cache import add_teacher_logits
 
 
 class RunArguments:
-    """The parsed flags, by group: `model`, `objective`, `data`, `training`, `card`, `export`."""
+    """The parsed flags, by group: `model`, `objective`, `data`, `training`, `card`, `export`, `transfer`."""
 
-    def __init__(self, model, objective, data, training, card, export):
+    def __init__(self, model, objective, data, training, card, export, transfer):
         self.model, self.objective, self.data, self.training, self.card = model, objective, data, training, card
-        self.export = export
+        self.export, self.transfer = export, transfer
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -89,7 +98,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def parse_args(argv: list[str] | None = None) -> RunArguments:
     parser = HfArgumentParser((ModelArguments, DistillationConfig, DataArguments, DistillTrainingArguments,
-                               CardArguments, ExportArguments), description=__doc__, formatter_class=HelpFormatter)
+                               CardArguments, ExportArguments, TransferArguments), description=__doc__,
+                               formatter_class=HelpFormatter)
     try:
         run = RunArguments(*parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False))
     except ValueError as error:  # a dataclass's own check: reported as an argument error, before any work
@@ -101,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     if run.export.precisions and run.model.task != "sequence-classification":
         parser.error(f"--export checks variants by classification accuracy: it needs --task sequence-classification, "
                      f"not {run.model.task}.")
-    problem = publishing_problem(run.training.push_to_hub, run.training.hub_model_id)
+    problem = publishing_problem(run.training.push_to_hub, run.training.hub_model_id) or run.transfer.problem(
+        run.model.task, run.objective.uses_teacher, run.data.text_pair_column)
     if problem:
         parser.error(problem)
     return run
@@ -111,11 +122,24 @@ def scores(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
-def load_data(args: DataArguments):
+def stop_on_bad_data(load, *args, **kwargs):
+    """`load(*args, **kwargs)`; its ValueError (a column, label, split or file problem, the message says which) ends
+    the run with the message alone."""
     try:
-        return load_recipe_dataset(**{k: v for k, v in vars(args).items() if k != "max_length"})
-    except ValueError as error:  # a column, label or split problem: the message says which
+        return load(*args, **kwargs)
+    except ValueError as error:
         raise SystemExit(str(error)) from None
+
+
+def load_data(args: DataArguments):
+    return stop_on_bad_data(load_recipe_dataset, **{k: v for k, v in vars(args).items() if k != "max_length"})
+
+
+def load_transfer_sets(run: RunArguments, data, tokenizer) -> dict:
+    """The tokenized transfer set (`hf_compact.distill_training.transfer_sets`); empty when none is asked for."""
+    return stop_on_bad_data(transfer_sets, run.transfer, data, tokenizer, text_column=run.data.text_column,
+                            label_column=run.data.label_column, max_length=run.data.max_length,
+                            seed=run.training.seed)
 
 
 def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
@@ -135,6 +159,7 @@ def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
         tokenized = tokenize_for_task(data, tokenizer, model_args.task, text_column=run.data.text_column,
                                       text_pair_column=run.data.text_pair_column,
                                       label_column=run.data.label_column, max_length=run.data.max_length)
+        tokenized.update(load_transfer_sets(run, data, tokenizer))
     check_free_space(work_dir, output_bytes(student, args.save_total_limit if args.save_steps else 0))
     if accelerator.is_main_process:
         create_work_dir(work_dir)
@@ -155,23 +180,25 @@ def make_accelerator(args: DistillTrainingArguments, work_dir: str) -> Accelerat
     )
 
 
-def cached_soft_targets(run: RunArguments, accelerator, teacher, train_set, collator):
-    """When the losses need nothing from the teacher but its logits: the training split with the teacher's soft
-    targets added, computed once in the training precision (as the teacher would give them in the loop) and cached,
-    the cache folder, and the seconds it took (a forward pass over the data, or a read from disk). Otherwise the
-    split as it is, and None twice."""
+def cached_soft_targets(run: RunArguments, accelerator, teacher, tokenized, collator):
+    """The training split, the transfer set's examples mixed in (without labels). When the losses need nothing from
+    the teacher but its logits, with the teacher's soft targets added, computed once in the training precision (as
+    the teacher would give them in the loop) and cached, each part in its own entry; the cache folder, and the seconds
+    it took (a forward pass over the data, or a read from disk). Otherwise the split as it is, and None twice."""
     model_args, args = run.model, run.training
+    parts = [tokenized[split] for split in ("train", *TRANSFER_SPLITS) if split in tokenized]
     if model_args.task == "mlm" or run.objective.needs_teacher_forward or model_args.no_teacher_cache:
-        return train_set, None, None
+        return mix_unlabeled(parts[0], parts[1:]), None, None
     cache_dir = model_args.teacher_cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.output_dir)),
                                                              ".teacher_cache")
     start = time.perf_counter()
     with accelerator.main_process_first():
-        train_set = add_teacher_logits(
-            teacher, train_set, cache_dir, collator, top_k=model_args.teacher_cache_top_k,
+        parts = [add_teacher_logits(
+            teacher, part, cache_dir, collator, top_k=model_args.teacher_cache_top_k,
             batch_size=args.per_device_eval_batch_size, show_progress=accelerator.is_local_main_process,
             autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
-    return train_set, cache_dir, time.perf_counter() - start
+            for part in parts]
+    return mix_unlabeled(parts[0], parts[1:]), cache_dir, time.perf_counter() - start
 
 
 def training_function(run: RunArguments, progress: ProgressCallback | None = None) -> RunResults:
@@ -188,7 +215,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                                                                                              work_dir)
     collator = collator_for_task(tokenizer, model_args.task)
     teacher = teacher.to(accelerator.device).eval()  # never prepared: frozen, and out of the checkpoints
-    train_set, cache_dir, cache_seconds = cached_soft_targets(run, accelerator, teacher, tokenized["train"], collator)
+    train_set, cache_dir, cache_seconds = cached_soft_targets(run, accelerator, teacher, tokenized, collator)
     if not args.resume_from_checkpoint:
         fit_grouped_student(model_args, teacher, student, layer_map, train_set, collator,
                             args.per_device_eval_batch_size)
@@ -232,7 +259,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                 cached_logits = batch.pop("teacher_logits", None)
                 with accelerator.autocast():
                     teacher_outputs = objective.teacher_outputs(teacher, batch) if cached_logits is None else None
-                    student_outputs = student(**objective.student_inputs(batch), **objective.output_flags())
+                    student_outputs = student_forward(student, objective, batch)
                 mask = batch["attention_mask"] if student_outputs.logits.dim() == 3 else None
                 loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, mask)
                 stop_unless_finite(loss, parts, completed_batches, os.path.join(work_dir, "checkpoints"))
@@ -266,7 +293,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
         if completed_batches >= total_batches:
             break
 
-    results = final_results(run, accelerator, teacher, student, layer_map, data, len(train_set), history,
+    results = final_results(run, accelerator, teacher, student, layer_map, data, tokenized, history,
                             completed_batches, len(loader), cache_seconds, teacher_metrics, teacher_predictions,
                             eval_loaders)
     save_outputs(accelerator, student, tokenizer, work_dir, results, run, data)
@@ -275,10 +302,12 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     return results
 
 
-def final_results(run, accelerator, teacher, student, layer_map, data, num_train_examples, history, completed_batches,
+def final_results(run, accelerator, teacher, student, layer_map, data, tokenized, history, completed_batches,
                   batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders) -> RunResults:
     """The student's final scores (test split; validation for MLM), the latency ratio, and the results record."""
     model_args, args = run.model, run.training
+    transfer = {split: len(tokenized[split]) for split in TRANSFER_SPLITS if split in tokenized}
+    num_train_examples = len(tokenized["train"]) + sum(transfer.values())
     final_split = "validation" if model_args.task == "mlm" else "test"
     student_metrics = evaluate_student(model_args.task, student, eval_loaders, accelerator, teacher_predictions,
                                        final_split)
@@ -294,7 +323,7 @@ def final_results(run, accelerator, teacher, student, layer_map, data, num_train
         init=init_description(model_args, accelerator.unwrap_model(student), num_train_examples), data=data,
         history=history, completed_batches=completed_batches, batches_per_epoch=batches_per_epoch,
         teacher_cache_seconds=cache_seconds, teacher_metrics=teacher_metrics, student_metrics=student_metrics,
-        speed=speed, pipeline_tag=TASKS[model_args.task][2])
+        speed=speed, pipeline_tag=TASKS[model_args.task][2], transfer=run.transfer.record(transfer))
     return results
 
 
