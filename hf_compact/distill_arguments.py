@@ -57,6 +57,11 @@ class ModelArguments:
     layer_map: str | None = field(
         default=None, metadata={"help": "Teacher layer per student layer, e.g. '1,3,5' (default: from the depths)."}
     )
+    student_init: str | None = field(
+        default=None,
+        metadata={"help": "Folder of a saved compact model to start the student from (e.g. the output of a general "
+                          "distillation, --task mlm --kd_weight 0), instead of the teacher's layers."},
+    )
     layer_strategy: Literal["uniform", "alternate"] = field(
         default="uniform", metadata={"help": "How the default layer map spreads the student over the teacher."}
     )

@@ -14,6 +14,7 @@ fail hours later, each with the change that fixes it.
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 from torch.utils.data import DataLoader
@@ -102,6 +103,8 @@ def build_student(
     except ValueError as error:
         raise SystemExit(str(error)) from None
     attn = "eager" if eager_attention else args.attn_implementation
+    if args.student_init:
+        return student_from_folder(args.student_init, args.task, teacher, args.layer_map, attn)
     if args.init == "teacher":
         student = convert_to_compact(teacher, args.student_type, layers=layers, **overrides)
         if attn:
@@ -152,7 +155,8 @@ def has_grouped_projections(config) -> bool:
 
 def fit_grouped_student(args: ModelArguments, teacher, student, layer_map, train_set, collator, batch_size: int):
     """Refit a grouped student's projections to the dense ones they replace, on the first training examples."""
-    if args.init != "teacher" or args.grouped_init != "fit" or not has_grouped_projections(student.config):
+    if (args.student_init or args.init != "teacher" or args.grouped_init != "fit"
+            or not has_grouped_projections(student.config)):
         return
     dense_config = {f: getattr(student.config, f) for f in ("hidden_act", "layer_norm_eps")}
     dense_config.update(dict.fromkeys(SQUEEZEBERT_GROUP_FIELDS, 1))
@@ -165,6 +169,8 @@ def fit_grouped_student(args: ModelArguments, teacher, student, layer_map, train
 
 def init_description(args: ModelArguments, student, num_train_examples: int) -> str:
     """How the student started, in words, for the results and the card."""
+    if args.student_init:
+        return "a saved compact student (--student_init)"
     if args.init == "scratch":
         return "scratch"
     if has_grouped_projections(student.config):

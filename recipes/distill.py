@@ -155,7 +155,8 @@ def get_models_and_data(run: RunArguments, accelerator, work_dir: str):
     distiller = Distiller.between(objective, layer_map, student, teacher)
     with accelerator.main_process_first():
         data = load_data(run.data)
-        preflight(model_args.task, teacher, student, tokenizer, data, run.data.label_column, run.data.max_length)
+        preflight(model_args.task, teacher, student, tokenizer, data, run.data.label_column, run.data.max_length,
+                  text_column=run.data.text_column, soft_target_weight=objective.kd_weight)
         tokenized = tokenize_for_task(data, tokenizer, model_args.task, text_column=run.data.text_column,
                                       text_pair_column=run.data.text_pair_column,
                                       label_column=run.data.label_column, max_length=run.data.max_length)

@@ -55,6 +55,13 @@ def test_general_distillation_from_a_teacher_without_an_mlm_head(trained_teacher
     for name, tensor in model.base_model.state_dict().items():
         assert torch.equal(task_encoder[name], tensor), name
 
+    # ... and through the recipe: --student_init starts task distillation from the general-distilled student.
+    task, _ = distill_in_process(common(trained_teacher, synthetic_csv, tmp_path / "task", "--student_init", out,
+                                        "--student_type", student[0], "--num_train_epochs", "1",
+                                        "--latency_batches", "0"))
+    assert task.training.init == "a saved compact student (--student_init)" and task.training.layer_map == [1, 3]
+    assert task.student.metrics["accuracy"] > 0
+
 
 def test_only_a_compact_model_starts_a_student(trained_teacher):
     teacher = load_teacher(str(trained_teacher), "sequence-classification")
