@@ -28,8 +28,9 @@ The precisions and the engines tried for each (`ENGINES`):
 accuracy against the float32 model's on the same texts, the share of labels that agree, the largest change of a
 score), times them side by side with the float32 model in one process (`hf_compact.benchmarking.compare_speed`),
 and keeps, per precision, the fastest candidate whose accuracy is at most `tolerance` points below float32's, in
-`<folder>/variants/<precision>/`. A precision whose every candidate loses more is refused: no folder is left for it,
-and its record says by how much it lost. Which engine wins depends on the CPU (int8 dot-product and bfloat16
+`<folder>/variants/<precision>/`, if it runs faster than float32 here. A precision whose every candidate loses more
+is refused: no folder is left for it, and its record says by how much it lost; one that passes but runs slower than
+float32 on this machine is not kept either, and its record says so. Which engine wins depends on the CPU (int8 dot-product and bfloat16
 instructions, cores, cache), so the choice is made where the model will run, and `cpu_flags` records the machine.
 """
 
@@ -328,10 +329,12 @@ def make_variants(
     calibration_texts: Sequence[str] = (),
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
     repeats: int = 3,
+    timing_texts: int | None = None,
     num_threads: int | None = None,
 ) -> list[VariantRecord]:
     """Build, check and time the lower-precision variants of the classifier saved in `folder`; keep, per precision,
-    the fastest one that passes the gate in `folder/variants/<precision>/`; return one record per precision.
+    the fastest one that passes the gate (if it is faster than float32) in `folder/variants/<precision>/`; return one
+    record per precision.
 
     Args:
         folder: a folder written by `save_pretrained` (a sequence-classification model and its tokenizer).
@@ -341,6 +344,7 @@ def make_variants(
             the static engine is not tried.
         tolerance_points: the largest accuracy drop against float32, in points, a variant may have.
         repeats: timed passes over the evaluation texts (the median is kept).
+        timing_texts: time the engines on the first this many evaluation texts only (None: all of them).
         num_threads: threads for every engine; None keeps torch's current count.
 
     Every check runs first: unknown precisions, engines that are not installed, a model that is not a single-label
@@ -395,9 +399,10 @@ def make_variants(
         reference_logits = reference.logits(texts)
         checked = {key: gate(reference_logits, c.logits(texts), labels, config, tolerance_points)
                    for key, c in candidates.items()}
+        timed = list(texts)[:timing_texts] if timing_texts else texts
         speed = compare_speed(
             {"float32": reference} | {f"{p}/{e}": c for (p, e), c in candidates.items()},
-            tokenizer, texts, repeats=repeats,
+            tokenizer, timed, repeats=repeats,
         )["models"]
         records = []
         for precision in precisions:
@@ -426,12 +431,15 @@ def make_variants(
             )
             if os.path.isdir(target):
                 shutil.rmtree(target)
-            if record.passed_gate:
+            if not record.passed_gate:
+                record.reason = _refusal(precision, chosen.engine, result)
+            elif record.texts_per_s < record.float32_texts_per_s:
+                record.reason = (f"slower than float32 on this machine ({record.texts_per_s:.1f} against "
+                                 f"{record.float32_texts_per_s:.1f} texts/s)")
+            else:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.replace(source, target)
                 record.path = f"{VARIANTS_FOLDER}/{precision}"
-            else:
-                record.reason = _refusal(precision, chosen.engine, result)
             records.append(record)
     finally:
         torch.set_num_threads(previous_threads)

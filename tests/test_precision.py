@@ -95,13 +95,28 @@ def test_gate_measures_the_drop_against_float32():
     assert gate(reference, variant, [0, 1, 0, 1], config, tolerance_points=30)["passed_gate"] is True
 
 
-def test_make_variants_keeps_what_passes_and_loads_everywhere(squeezebert_folder, tmp_path):
+def timed_as(monkeypatch, float32_factor):
+    """Scale the float32 model's measured speed by `float32_factor`, so which variants beat it is the test's choice."""
+    import hf_compact.benchmarking as benchmarking
+
+    real = benchmarking.compare_speed
+
+    def compare_speed(models, *args, **kwargs):
+        speed = real(models, *args, **kwargs)
+        speed["models"]["float32"]["texts_per_s"] *= float32_factor
+        return speed
+
+    monkeypatch.setattr(benchmarking, "compare_speed", compare_speed)
+
+
+def test_make_variants_keeps_what_passes_and_loads_everywhere(squeezebert_folder, tmp_path, monkeypatch):
     import shutil
 
     folder = tmp_path / "model"
     shutil.copytree(squeezebert_folder, folder)
     texts, labels = _texts_and_labels()
     calibration = [row["text"] for row in synthetic_rows(64, seed=9)]
+    timed_as(monkeypatch, float32_factor=0.01)  # every variant faster than float32: kept
     records = make_variants(folder, "bf16,int8", texts=texts, labels=labels, calibration_texts=calibration,
                             tolerance_points=5.0, repeats=1, num_threads=1)
     assert [r.precision for r in records] == ["bf16", "int8"]
@@ -161,6 +176,20 @@ def test_a_refused_variant_leaves_no_folder_and_says_by_how_much(squeezebert_fol
     assert "loses 2.00 accuracy points against float32" in record.reason
     assert "more than the tolerance of 0.5" in record.reason
     assert not (folder / "variants").exists()  # the stale variant is gone, nothing new was kept
+
+
+def test_a_variant_slower_than_float32_passes_but_is_not_kept(squeezebert_folder, tmp_path, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(squeezebert_folder, folder)
+    timed_as(monkeypatch, float32_factor=100.0)  # float32 faster than any variant
+    texts, labels = _texts_and_labels(48)
+    (record,) = make_variants(folder, ["bf16"], texts=texts, labels=labels, tolerance_points=100, repeats=1,
+                              timing_texts=16, num_threads=1)
+    assert record.passed_gate is True and record.path is None
+    assert record.reason.startswith("slower than float32 on this machine")
+    assert not (folder / "variants").exists()
 
 
 def test_bad_requests_fail_before_any_work(squeezebert_folder, trained_teacher, tmp_path, monkeypatch):
