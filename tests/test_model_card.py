@@ -574,7 +574,7 @@ def test_variants_are_listed_with_their_gate_and_only_saved_ones_get_a_snippet()
     assert "at most 0.5 points below the float32 model's" in section
     assert "on the machine measured: avx512_vnni, avx512_bf16, amx_bf16, amx_tile, avx2." in section
     assert "sse4_2" not in section and "avx512f," not in section  # flags that do not decide the engine
-    assert "Only the variants that passed the gate are saved" in section
+    assert "Only the variants that passed the gate and run faster than float32 here are saved" in section
     assert "The plot above" not in section  # no plot in this card
 
     snippets = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
@@ -735,3 +735,11 @@ def test_out_of_domain_figures_absent_are_never_placeholders():
     section = out_of_domain_section(build_model_card(results).text)
     assert "| tweets | not recorded | 75.00% | not measured | not measured |" in section
     assert "| reviews | not recorded | 70.00% | not measured | 95.0% |" in section
+
+
+def test_a_variant_slower_than_float32_is_listed_as_not_kept():
+    variant = int8_variant(passed_gate=True, path=None, accuracy_drop_points=0.1, accuracy=0.7916,
+                           reason="slower than float32 on this machine (900.0 against 1000.0 texts/s)")
+    section = variants_section(build_model_card(variants_results(variant), repo_id="me/rt").text)
+    assert "| passed; not kept: slower than float32 on this machine (900.0 against 1000.0 texts/s) |" in section
+    assert "load_variant" not in section  # nothing saved, so no usage
