@@ -56,10 +56,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distill  # noqa: E402
 import finetune  # noqa: E402
 import out_of_domain  # noqa: E402
+import transfer_text  # noqa: E402
 import rotten_tomatoes  # noqa: E402
 
 
 QUICK_TRAIN, QUICK_EVAL = 320, 128  # --quick: examples kept for training and for each evaluation split
+QUICK_TRANSFER = 64  # --quick: unlabelled transfer texts
 TIMING_TEXTS = 320  # validation texts the variants' engines are timed on (the final speed uses every test text)
 STUDENTS = COMPACT_MODEL_TYPES  # compact_distilbert, compact_squeezebert
 # The bar each student is held to: (least retention of the teacher's accuracy, least speed-up).
@@ -96,6 +98,12 @@ class DemoArguments:
     squeezebert_learning_rate: float = 3e-4
     student_groups: int = field(
         default=2, metadata={"help": "Groups of the SqueezeBERT q, k, v, intermediate and output projections."}
+    )
+    transfer_texts: int = field(
+        default=5000,
+        metadata={"help": "Unlabelled texts (a seeded draw from recipes/transfer_text.py: plot summaries and tweets on "
+                          "other topics than airlines) the distilled students also learn from, through the teacher's "
+                          "soft targets alone; 0 for none."},
     )
     temperature: float = 2.0
     kd_weight: float = 1.0
@@ -265,6 +273,9 @@ def student_argv(args, teacher_folder, student_type, seed, folder, precision, *,
     if distilled:
         argv += ["--temperature", str(args.temperature), "--kd_weight", str(args.kd_weight),
                  "--ce_weight", str(args.ce_weight)]
+        if args.transfer_texts:
+            size = QUICK_TRANSFER if args.quick else args.transfer_texts
+            argv += ["--unlabeled_file", transfer_text.write_sample(os.path.join(args.output_dir, "data"), size)]
     else:
         argv += ["--kd_weight", "0", "--ce_weight", "1"]
     return argv

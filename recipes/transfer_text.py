@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 
 import datasets
 
@@ -82,6 +83,19 @@ def write_unlabeled(folder: str | os.PathLike) -> list[str]:
     return paths
 
 
+def write_sample(folder: str | os.PathLike, size: int, seed: int = 0) -> str:
+    """Write `<folder>/transfer_<size>.jsonl`: `size` texts drawn with `seed` from the plot summaries and the tweets
+    together (all of them when there are fewer), once; returns its path."""
+    path = os.path.join(os.fspath(folder), f"transfer_{size}.jsonl")
+    if not os.path.isfile(path):
+        texts = [text for source in write_unlabeled(folder)
+                 for text in datasets.load_dataset("json", data_files=source, split="train")["text"]]
+        random.Random(seed).shuffle(texts)
+        with atomic_path(path) as temporary:
+            datasets.Dataset.from_dict({"text": texts[:size]}).to_json(temporary, lines=True)
+    return path
+
+
 def check_no_airline_tweet(texts: list[str]) -> None:
     """Raise when any of `texts` is one of the out-of-domain airline tweets (compared without case)."""
     airline = {text.casefold() for texts_of_label in load_airline_tweets().values() for text in texts_of_label}
@@ -90,4 +104,12 @@ def check_no_airline_tweet(texts: list[str]) -> None:
         raise AssertionError(f"{len(shared)} texts are airline tweets of the out-of-domain check, e.g. {shared[0]!r}.")
 
 
-__all__ = ["DESCRIPTION", "PLOTS_FILE", "TWEETS_FILE", "load_other_tweets", "load_plots", "write_unlabeled"]
+__all__ = [
+    "DESCRIPTION",
+    "PLOTS_FILE",
+    "TWEETS_FILE",
+    "load_other_tweets",
+    "load_plots",
+    "write_sample",
+    "write_unlabeled",
+]

@@ -68,6 +68,9 @@ def test_quick_demo_end_to_end(tmp_path):
         assert variant.get("kept", True) <= variant["passed_gate"]
     assert set(summary["variant_goals"]) <= {"compact_distilbert", "compact_squeezebert"}
 
+    distilled_results = json.loads((cards / "compact-distilbert-rotten-tomatoes" / "results.json").read_text())
+    assert 0 < distilled_results["training"]["unlabeled_examples"] <= 64  # the transfer texts were learned from
+    assert distilled_results["training"]["unlabeled_files"] == ["transfer_64.jsonl"]
     speed = json.loads((output / "speed.json").read_text())
     passed = {f"{m} {p}" for (m, p), v in variants.items() if p != "float32" and v["kept"]}
     assert set(speed["models"]) == {"teacher", "compact_distilbert", "compact_squeezebert"} | passed

