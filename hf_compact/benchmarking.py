@@ -77,12 +77,6 @@ def environment_info() -> dict:
     }
 
 
-def _timed_forward(model, batch) -> float:
-    start = time.perf_counter()
-    model(**batch)
-    return time.perf_counter() - start
-
-
 def _timed(forward: Callable, batch) -> float:
     start = time.perf_counter()
     forward(batch)
@@ -116,7 +110,7 @@ def median_batch_ms(models: Mapping[str, torch.nn.Module], batches: Sequence[Map
     with serving(models, warmup_batches=batches):
         for batch in batches:
             for name, model in models.items():
-                times[name].append(1000 * _timed_forward(model, batch))
+                times[name].append(1000 * _timed(lambda inputs: model(**inputs), batch))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
