@@ -1,8 +1,9 @@
 """Side-by-side speed of several models on the same real texts, in one process, and the machine it ran on.
 
 Timings are only comparable when taken together: `compare_speed` runs every model on the same length-sorted
-batches, interleaving the models batch by batch (so a slow spell of the machine hits them all alike), and reports
-medians over repeated passes.
+batches, a whole pass per model at a time in an order that rotates from one pass to the next (so a slow spell of
+the machine hits them all alike, and no engine's idle threads slow the next model down), and reports medians over
+repeated passes.
 
 ```python
 >>> from hf_compact.benchmarking import compare_speed
@@ -144,9 +145,11 @@ def compare_speed(
     A model is a torch model or a `hf_compact.inference.BatchClassifier` (`TorchClassifier`, the ONNX Runtime
     `OnnxClassifier`, a variant from `hf_compact.precision.load_variant`), so float32, bf16 and int8 engines compare
     in one run. Torch models run as `classify` runs them (see `serving`: compact models with the CPU kernels that win
-    here). Every model sees the same batches; within a pass the models take turns batch by batch. The figures are
-    medians over `repeats` passes (after an untimed pass over every batch); single-text latency is the median over
-    the first `single_text_samples` texts, one at a time, the models again taking turns.
+    here). Every model sees the same batches and runs a whole pass over them at a time, the order of the models
+    rotating from one pass to the next: an engine whose threads keep spinning after a call (ONNX Runtime's do by
+    default) would take the cores from a model run between its batches. The figures are medians over `repeats`
+    passes (after an untimed pass over every batch); single-text latency is the median over the first
+    `single_text_samples` texts, one at a time.
     """
     from .inference import BatchClassifier, TorchClassifier
 
@@ -167,22 +170,17 @@ def compare_speed(
         for name, model in models.items()
         if isinstance(model, (torch.nn.Module, TorchClassifier))
     }
-    passes = {name: [] for name in models}
-    single = {name: [] for name in models}
+    names = list(models)
+    passes = {name: [] for name in names}
     with serving(torch_models):
-        for batch in batches + singles:
-            for forward in forwards.values():
-                forward(batch)
-        for _ in range(repeats):
-            totals = dict.fromkeys(models, 0.0)
-            for batch in batches:
-                for name, forward in forwards.items():
-                    totals[name] += _timed(forward, batch)
-            for name, total in totals.items():
-                passes[name].append(total)
-        for batch in singles:
-            for name, forward in forwards.items():
-                single[name].append(_timed(forward, batch))
+        for name in names:
+            for batch in batches + singles:
+                forwards[name](batch)
+        for repeat in range(repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                passes[name].append(sum(_timed(forwards[name], batch) for batch in batches))
+        single = {name: [_timed(forwards[name], batch) for batch in singles] for name in names}
 
     results = {}
     for name in models:

@@ -234,11 +234,12 @@ def export_onnx(
     return path
 
 
-def _session(path: str, num_threads: int | None = None):
+def _session(path: str, num_threads: int | None = None, spin_wait: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
@@ -365,12 +366,16 @@ class OnnxClassifier(BatchClassifier):
         tokenizer: the model's tokenizer.
         config: optional config with `id2label`, `num_labels` and `problem_type`.
         num_threads: ONNX Runtime intra-op threads; None lets ONNX Runtime choose.
+        spin_wait: let ONNX Runtime's threads spin-wait for the next call after each one (its own default) instead
+            of sleeping. Off here: spinning threads take the cores from whatever else runs in the process
+            (tokenization, another model) and gain little when the process does nothing else.
     """
 
-    def __init__(self, path: str | os.PathLike, tokenizer, *, config=None, num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, tokenizer, *, config=None, num_threads: int | None = None,
+                 spin_wait: bool = False):
         self.path = os.fspath(path)
         self.tokenizer = tokenizer
-        self.session = _session(self.path, num_threads)
+        self.session = _session(self.path, num_threads, spin_wait)
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
         if config is None:
