@@ -302,30 +302,40 @@ def train_in_child(argv, log_path, threads, reports, label):
         distill.main(argv, progress=QueueProgress(reports, label))
 
 
+def next_run(waiting: list[dict], running, training: set) -> dict:
+    """The run to start next: the costliest one waiting, unless a distilled run is still scoring the texts with the
+    teacher; the other distilled runs would wait for its cached soft targets, so a labels-only run goes first."""
+    scoring = any(run.get("distilled") and run["short"] not in training for run in running)
+    labels_only = [run for run in waiting if not run.get("distilled")]
+    return labels_only[0] if scoring and labels_only else waiting[0]
+
+
 def run_side_by_side(args, runs: list[dict]):
     """Train the student runs `args.jobs` at a time, each `distill.main` in its own process with its share of the
     threads, following them through their progress callbacks.
 
     Each run's console output goes to its log under `output_dir/logs/`; one progress bar follows them all. The
-    longest runs start first, so the last ones to finish are short. A failed run stops the others and shows the end
-    of its log.
+    longest runs start first (see `next_run`), so the last ones to finish are short. A failed run stops the others and
+    shows the end of its log.
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied thread pools
     reports, log_dir = context.Queue(), os.path.join(args.output_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    waiting, running, percent = sorted(runs, key=lambda r: -r["cost"]), {}, {}
+    waiting, running, percent, training = sorted(runs, key=lambda r: -r["cost"]), {}, {}, set()
     bar = tqdm(total=len(runs), desc="student runs", unit="run", dynamic_ncols=True)
     while waiting or running:
         while waiting and len(running) < args.jobs:
-            run = waiting.pop(0)
+            run = waiting.pop(waiting.index(next_run(waiting, running.values(), training)))
             run["log"] = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
             process = context.Process(target=train_in_child, daemon=True, args=(
                 run["argv"], run["log"], threads_per_job(args), reports, run["short"]))
             process.start()
             running[process] = run
         try:
-            label, _, step, total = reports.get(timeout=1)
+            label, progress_stage, step, total = reports.get(timeout=1)
             percent[label] = int(100 * step / max(total, 1))
+            if progress_stage == "train":
+                training.add(label)
         except queue.Empty:
             pass
         for process in [p for p in running if not p.is_alive()]:
@@ -361,7 +371,7 @@ def train_students(args, teacher_folder, precision) -> dict:
                 name = NAMES[student_type] + ("" if distilled else "-labels-only")
                 folder = run_folder(args, student_type, distilled, seed)
                 plan.append({
-                    "key": (student_type, distilled), "seed": seed, "folder": folder,
+                    "key": (student_type, distilled), "distilled": distilled, "seed": seed, "folder": folder,
                     "cost": student_epochs(args, student_type), "label": f"{name} seed {seed}",
                     "short": f"{student_type.removeprefix('compact_')}{'' if distilled else ' labels-only'} seed {seed}",
                     "argv": student_argv(args, teacher_folder, student_type, seed, folder, precision,
@@ -438,7 +448,7 @@ def build_variants(args, sets, folders: dict) -> dict:
         config = AutoModelForSequenceClassification.from_pretrained(folder).config
         records = make_variants(folder, args.export, texts=texts, labels=[config.label2id[n] for n in names],
                                 calibration_texts=sets["calibration"], tolerance_points=args.export_tolerance,
-                                repeats=1, timing_texts=TIMING_TEXTS)
+                                repeats=args.speed_repeats, timing_texts=TIMING_TEXTS)
         for record in records:
             if record.path:
                 classifier = load_variant(os.path.join(folder, record.path))
