@@ -18,6 +18,7 @@ from accelerate.utils import DistributedType, gather_object
 from transformers.utils import logging
 
 from .benchmarking import hardware_name, median_batch_ms
+from .mlm_checks import unused_mlm_head
 from .results import DistributedRecord, ModelRecord, RunResults, SpeedRecord, TeacherRecord, TrainingRecord, card_inputs
 from .teacher_cache import teacher_logits_column, update_with_weights
 
@@ -85,11 +86,21 @@ def _cached_scores(teacher, dataset, cache_dir, collator, batch_size):
     return _metrics(predictions, torch.cat(labels)), predictions
 
 
-def evaluate_teacher(task, teacher, eval_sets, loaders, accelerator, collator, batch_size, cache_dir=None):
+def evaluate_teacher(task, teacher, eval_sets, loaders, accelerator, collator, batch_size, cache_dir=None,
+                     soft_target_weight: float | None = None):
     """The teacher's metrics and predictions on the validation and test splits (validation MLM loss for "mlm"); read
     from the logits cache in `cache_dir` when one is given. A teacher far below chance on validation is refused (the
-    data's label ids do not follow its id2label); one near chance is reported loudly."""
+    data's label ids do not follow its id2label); one near chance is reported loudly.
+
+    For "mlm" the MLM loss and perplexity are those of the teacher's head, measured only when the run uses it: not
+    when `soft_target_weight` (the run's --kd_weight) is 0 or the checkpoint holds no head
+    (`hf_compact.mlm_checks.unused_mlm_head`); the log then says why and the validation metrics are empty."""
     if task == "mlm":
+        unused = unused_mlm_head(teacher, soft_target_weight)
+        if unused:
+            logger.warning(f"The teacher's masked-LM head is not used: {unused}. Its perplexity would measure an "
+                           "unused head, so it is neither measured nor recorded.")
+            return {"validation": {}}, {}
         return {"validation": evaluate_mlm(teacher, loaders["validation"], accelerator)}, {}
     metrics, predictions = {}, {}
     for split, loader in loaders.items():
@@ -170,19 +181,24 @@ def distill_results(run, *, accelerator, teacher, student, objective, layer_map,
                     speed=None, pipeline_tag: str, transfer: dict | None = None) -> RunResults:
     """The results record of a run (`results.json`). `run` holds the parsed flags as attributes `model`, `data`,
     `training` and `card` (the dataclasses). `transfer` (`TransferArguments.record`), when it says anything, goes
-    into the training record: the examples without labels the run added and where they came from."""
+    into the training record: the examples without labels the run added and where they came from. A masked-LM
+    teacher whose head the run does not use has no metrics in the record, and the record says why."""
     model_args, training_args = run.model, run.training
     split = "test" if model_args.task != "mlm" else "validation"
     unwrapped = accelerator.unwrap_model(student)
     retention = None
     if model_args.task != "mlm":
         retention = {"accuracy": student_metrics["accuracy"] / max(teacher_metrics["test"]["accuracy"], 1e-12)}
+    teacher_scores, teacher_notes = teacher_metrics[split] or None, {}
+    unused = unused_mlm_head(teacher, objective.kd_weight) if model_args.task == "mlm" else None
+    if unused:
+        teacher_scores, teacher_notes = None, {"metrics_not_measured": f"its masked-LM head is not used: {unused}"}
     return RunResults(
         model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
         model_type=model_args.student_type,
         task=pipeline_tag,
         teacher=TeacherRecord(name_or_path=model_args.teacher, model_type=teacher.config.model_type,
-                              parameters=teacher.num_parameters(), metrics=teacher_metrics[split]),
+                              parameters=teacher.num_parameters(), metrics=teacher_scores, extra=teacher_notes),
         student=ModelRecord(parameters=unwrapped.num_parameters(), metrics=student_metrics),
         training=TrainingRecord(
             method="distillation" if objective.uses_teacher else "fine-tuning on labels alone",

@@ -185,7 +185,9 @@ def preflight(task: str, teacher, student, tokenizer, data, label_column: str | 
               text_column: str = "text", soft_target_weight: float = 0.0) -> None:
     """Checks that would otherwise fail hours later, each with the change that fixes it. For "mlm" with a soft-target
     weight above 0, the teacher's masked-LM head must be in its checkpoint and score a perplexity far below the
-    vocabulary size on seeded masks of the training texts (`hf_compact.mlm_checks.check_mlm_teacher`)."""
+    vocabulary size on seeded masks of the training texts (`hf_compact.mlm_checks.check_mlm_teacher`). With the weight
+    at 0 the head plays no part: it is not checked, and no perplexity of it is measured or recorded
+    (`hf_compact.mlm_checks.unused_mlm_head`)."""
     if student.config.vocab_size != teacher.config.vocab_size:
         raise SystemExit(
             f"Student vocab_size={student.config.vocab_size} differs from the teacher's "

@@ -6,6 +6,10 @@ different widths trains a projection: give its parameters to the optimizer and s
 The attention-relation loss reads the q, k and v projections of one layer of each model: `Distiller.between` records
 them with forward hooks (`AttentionProjections`), so neither model's code changes.
 
+Padding never counts: every loss over tokens (hidden states, attention, relations, and the soft targets when the logits
+are per token) averages over the real tokens of the batch's attention mask, for every task; the soft targets of a
+sentence-level head average over examples.
+
 ```python
 >>> from hf_compact.distillation import DistillationConfig, Distiller
 >>> config = DistillationConfig(kd_weight=1.0, ce_weight=0.5, temperature=2.0)
@@ -140,6 +144,33 @@ def attention_projection_modules(model: nn.Module) -> list[tuple[nn.Module, nn.M
     return [tuple(layers[index]) for index in sorted(layers)]
 
 
+class CallMask:
+    """The attention mask `model` was last called with (None before its first call, or when called without one),
+    recorded by a forward pre-hook.
+
+    ```python
+    >>> from transformers import BertConfig, BertModel
+    >>> model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+    >>> recorded = CallMask(model)
+    >>> _ = model(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[1, 1, 0]]))
+    >>> recorded.attention_mask
+    tensor([[1, 1, 0]])
+    >>> recorded.remove()
+    ```
+    """
+
+    def __init__(self, model: nn.Module):
+        self.attention_mask: torch.Tensor | None = None
+        self.handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs) -> None:
+        self.attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+    def remove(self) -> None:
+        """Stop recording (removes the hook)."""
+        self.handle.remove()
+
+
 class AttentionProjections:
     """Records, at each forward pass of `model`, the outputs of the q, k and v projections of its attention layer
     `layer` (0-based, negative from the end) as (batch, seq, width) tensors, and the attention mask it was given.
@@ -167,16 +198,17 @@ class AttentionProjections:
         # Upstream SqueezeBERT's projections are channels-first convolutions: (batch, width, seq).
         self.channels_first = getattr(getattr(model, "config", None), "model_type", None) == "squeezebert"
         self.outputs: list[torch.Tensor | None] = [None] * 3
-        self.attention_mask: torch.Tensor | None = None
         self.handles = [module.register_forward_hook(partial(self._record, index))
                         for index, module in enumerate(projections[self.layer])]
-        self.handles.append(model.register_forward_pre_hook(self._record_mask, with_kwargs=True))
+        self.call = CallMask(model)
 
     def _record(self, index: int, module, inputs, output) -> None:
         self.outputs[index] = output.transpose(1, 2) if self.channels_first else output
 
-    def _record_mask(self, module, args, kwargs) -> None:
-        self.attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        """The attention mask of the model's last call."""
+        return self.call.attention_mask
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The projections of the last forward pass; each pass's are taken once, so a pass that did not run is
@@ -194,6 +226,7 @@ class AttentionProjections:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+        self.call.remove()
 
 
 class Distiller(nn.Module):
@@ -208,7 +241,8 @@ class Distiller(nn.Module):
             MiniLM-style relations of the hidden states instead of attention maps.
 
     The attention-relation loss needs the models themselves (their q, k and v projections are recorded as they run):
-    build the distiller with `Distiller.between(config, layer_map, student, teacher)`.
+    build the distiller with `Distiller.between(config, layer_map, student, teacher)`. Built that way, it also records
+    the attention mask of each call of the student, which the losses use when `forward` is given none.
     """
 
     def __init__(
@@ -237,6 +271,7 @@ class Distiller(nn.Module):
                         f"{teacher_width}) for the relation losses (--attention_relation_weight, and "
                         "--attention_weight when head counts differ)."
                     )
+        self.student_call: CallMask | None = None
         self.student_projections: AttentionProjections | None = None
         self.teacher_projections: AttentionProjections | None = None
         self.projection = None
@@ -245,14 +280,16 @@ class Distiller(nn.Module):
 
     @classmethod
     def between(cls, config: DistillationConfig, layer_map: list[int], student, teacher) -> Distiller:
-        """The distiller of a student and a teacher, widths and head counts read from their configs; for the
-        attention-relation loss, it records the q, k and v projections of the teacher's `relation_teacher_layer` and
-        of the student's last layer. A masked-LM teacher's soft targets are only as good as its head: with
-        `kd_weight > 0` its checkpoint must hold the head's weights (`hf_compact.mlm_checks.require_mlm_head`)."""
+        """The distiller of a student and a teacher, widths and head counts read from their configs. It records the
+        attention mask of each call of the student and, for the attention-relation loss, the q, k and v projections
+        of the teacher's `relation_teacher_layer` and of the student's last layer. A masked-LM teacher's soft targets
+        are only as good as its head: with `kd_weight > 0` its checkpoint must hold the head's weights
+        (`hf_compact.mlm_checks.require_mlm_head`)."""
         if config.kd_weight > 0 and is_masked_lm(teacher):
             require_mlm_head(teacher)
         distiller = cls(config, layer_map, student.config.hidden_size, teacher.config.hidden_size,
                         student.config.num_attention_heads, teacher.config.num_attention_heads)
+        distiller.student_call = CallMask(student)
         if config.needs_attention_projections:
             try:
                 distiller.teacher_projections = AttentionProjections(teacher, config.relation_teacher_layer)
@@ -269,11 +306,12 @@ class Distiller(nn.Module):
         return self.student_projections.layer, self.teacher_projections.layer
 
     def remove_hooks(self) -> None:
-        """Stop recording the models' projections (the distiller then cannot compute the relation loss)."""
-        for recorded in (self.student_projections, self.teacher_projections):
+        """Stop recording the student's attention mask and the models' projections (the distiller then cannot compute
+        the relation loss, and needs the mask passed to `forward`)."""
+        for recorded in (self.student_call, self.student_projections, self.teacher_projections):
             if recorded is not None:
                 recorded.remove()
-        self.student_projections = self.teacher_projections = None
+        self.student_call = self.student_projections = self.teacher_projections = None
 
     def forward(
         self,
@@ -283,9 +321,14 @@ class Distiller(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and each weighted part (as floats, for logging). `student_outputs.loss` is the hard-label
-        loss when labels were given to the student; `teacher_logits` may come from a cache. The losses are computed in
-        float32 whatever precision the forward passes ran in."""
+        loss when labels were given to the student; `teacher_logits` may come from a cache. `attention_mask` is the
+        batch's, for every task: the losses over tokens count its real tokens only (without one, the mask of the
+        student's last call when `Distiller.between` records it, else every token), while the soft targets of
+        sentence-level logits average over examples whatever the mask. The losses are computed in float32 whatever
+        precision the forward passes ran in."""
         config = self.config
+        if attention_mask is None and self.student_call is not None:
+            attention_mask = self.student_call.attention_mask
         student_outputs, teacher_logits, teacher_outputs = convert_to_fp32((student_outputs, teacher_logits,
                                                                             teacher_outputs))
         if teacher_logits is None and teacher_outputs is not None:
@@ -336,8 +379,6 @@ class Distiller(nn.Module):
                     "attention_relation_weight > 0 reads both models' q, k and v projections: build the distiller "
                     "with Distiller.between(config, layer_map, student, teacher)."
                 )
-            if attention_mask is None:  # a sentence-level task: the mask the student was given
-                attention_mask = self.student_projections.attention_mask
             student_qkv, teacher_qkv = convert_to_fp32((self.student_projections.take(),
                                                         self.teacher_projections.take()))
             parts["attention_relation"] = losses.attention_relation_kl(student_qkv, teacher_qkv, attention_mask,
@@ -365,6 +406,7 @@ def stop_unless_finite(loss: torch.Tensor, parts: dict[str, float], batch: int, 
 
 __all__ = [
     "AttentionProjections",
+    "CallMask",
     "DistillationConfig",
     "Distiller",
     "attention_projection_modules",

@@ -10,7 +10,8 @@ predictions are noise. Two checks catch that:
   size).
 
 Only the masked-LM soft-target loss needs the head. The hidden-state and attention-relation losses read the
-teacher's encoder alone, so a teacher without a head is fine for general distillation with `kd_weight=0`.
+teacher's encoder alone, so a teacher without a head is fine for general distillation with `kd_weight=0`; such a
+run neither measures nor records the teacher's perplexity (`unused_mlm_head` says why).
 
 ```python
 >>> from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -111,6 +112,22 @@ def require_mlm_head(model, name_or_path: str | None = None) -> None:
         )
 
 
+def unused_mlm_head(teacher, soft_target_weight: float | None = None) -> str | None:
+    """Why a masked-LM teacher's head plays no part in a run, in words, or None when it does: the soft-target loss
+    is off (`soft_target_weight` 0), or the checkpoint the teacher was loaded from lacks the head's weights
+    (transformers initialised them at random). Its perplexity then says nothing about the teacher and is not
+    measured. With `soft_target_weight` above 0, a head missing from the checkpoint stops the run instead
+    (`require_mlm_head`); None (unknown) decides by the checkpoint alone."""
+    reasons = []
+    if soft_target_weight is not None and soft_target_weight <= 0:
+        reasons.append("the soft-target loss is off (--kd_weight 0)")
+    missing = mlm_head_missing_keys(teacher) if teacher.name_or_path else []
+    if missing:
+        reasons.append(f"its checkpoint holds no masked-LM head ({len(missing)} of the head's weights missing, "
+                       "initialised at random)")
+    return " and ".join(reasons) or None
+
+
 def seeded_masks(
     tokenizer, texts: list[str], num_batches: int = 4, batch_size: int = 16, max_length: int = 128,
     mask_probability: float = 0.15, seed: int = 0,
@@ -196,4 +213,5 @@ __all__ = [
     "require_mlm_head",
     "seeded_masks",
     "seeded_perplexity",
+    "unused_mlm_head",
 ]

@@ -261,8 +261,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
                 with accelerator.autocast():
                     teacher_outputs = objective.teacher_outputs(teacher, batch) if cached_logits is None else None
                     student_outputs = student_forward(student, objective, batch)
-                mask = batch["attention_mask"] if student_outputs.logits.dim() == 3 else None
-                loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, mask)
+                loss, parts = distiller(student_outputs, cached_logits, teacher_outputs, batch.get("attention_mask"))
                 stop_unless_finite(loss, parts, completed_batches, os.path.join(work_dir, "checkpoints"))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:

@@ -2,6 +2,8 @@
 without a masked-LM head, the hidden-state and attention-relation losses; the soft-target loss refused for it; the
 saved student as the start of a task student."""
 
+import json
+import logging
 import sys
 from pathlib import Path
 
@@ -33,11 +35,19 @@ GENERAL = ["--task", "mlm", "--kd_weight", "0", "--cos_weight", "1", "--attentio
 
 @pytest.mark.parametrize("student", [["compact_distilbert"], ["compact_squeezebert", "--student_groups", "2"]],
                          ids=lambda student: student[0])
-def test_general_distillation_from_a_teacher_without_an_mlm_head(trained_teacher, synthetic_csv, tmp_path, student):
+def test_general_distillation_from_a_teacher_without_an_mlm_head(trained_teacher, synthetic_csv, tmp_path, student,
+                                                                 capsys, caplog):
     out = tmp_path / "general"
-    results, reports = distill_in_process(common(trained_teacher, synthetic_csv, out, *GENERAL,
-                                                 "--student_type", *student, "--num_train_epochs", "2"))
+    with caplog.at_level(logging.WARNING, logger="hf_compact.distill_evaluation"):
+        results, reports = distill_in_process(common(trained_teacher, synthetic_csv, out, *GENERAL,
+                                                     "--student_type", *student, "--num_train_epochs", "2"))
     assert results.training.loss_weights["kd"] == 0 and results.training.loss_weights["attention_relation"] == 1
+    # The teacher's head was initialised at random and is not used: no perplexity of it is measured or recorded.
+    assert "masked-LM head is not used" in caplog.text and "no masked-LM head" in caplog.text
+    assert "teacher mlm_loss" not in capsys.readouterr().out
+    assert results.teacher.metrics is None
+    recorded = json.loads((out / "results.json").read_text())["teacher"]
+    assert "metrics" not in recorded and "no masked-LM head" in recorded["metrics_not_measured"]
     assert results.training.teacher_cache is False  # the relation loss reads the teacher at every step
     steps = [report.metrics for report in reports if report.stage == "train"]
     assert len(steps) > 8 and all({"cos", "attention_relation"} <= set(step) for step in steps)

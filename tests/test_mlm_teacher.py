@@ -1,15 +1,19 @@
 """Masked-LM teacher checks: a trained head passes; a head missing from the checkpoint, or present but freshly
 initialised, is refused with a message that says what was found and fits the case; the perplexity is seeded."""
 
+import logging
 import random
 
 import datasets
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer, DataCollatorForLanguageModeling
 
-from conftest import VOCAB, WORDS
-from hf_compact import convert_to_compact
+from conftest import VOCAB, WORDS, write_csv
+from hf_compact import convert_to_compact, distill_evaluation
+from hf_compact.distill_evaluation import evaluate_teacher
 from hf_compact.distill_models import load_teacher, preflight
 from hf_compact.distillation import DistillationConfig, Distiller
 from hf_compact.mlm_checks import (
@@ -19,7 +23,9 @@ from hf_compact.mlm_checks import (
     require_mlm_head,
     seeded_masks,
     seeded_perplexity,
+    unused_mlm_head,
 )
+from test_general_distillation import distill_in_process
 
 
 HEAD = ["cls.predictions.bias", "cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
@@ -163,3 +169,54 @@ def test_the_real_minilm_has_no_mlm_head(minilm_path):
         require_mlm_head(teacher)
     message = str(refused.value)
     assert "cls.predictions" in message and "--kd_weight 0" in message
+
+
+def teacher_evaluation(teacher, tokenizer, soft_target_weight):
+    """`evaluate_teacher` of a --task mlm run on seeded masks of counting texts."""
+    loaders = {"validation": list(seeded_masks(tokenizer, counting_texts(64, seed=4), num_batches=2))}
+    try:
+        return evaluate_teacher("mlm", teacher, None, loaders, Accelerator(cpu=True), None, 16,
+                                soft_target_weight=soft_target_weight)[0]["validation"]
+    finally:
+        AcceleratorState._reset_state(True)
+
+
+def test_the_perplexity_of_an_unused_head_is_neither_measured_nor_logged_as_a_score(
+    trained_mlm, trained_teacher, monkeypatch, caplog
+):
+    tokenizer = BertTokenizer.from_pretrained(trained_mlm)
+    trained, headless = load_teacher(str(trained_mlm), "mlm"), load_teacher(str(trained_teacher), "mlm")
+    assert unused_mlm_head(trained, 1.0) is None and unused_mlm_head(trained) is None
+    assert unused_mlm_head(trained, 0.0) == "the soft-target loss is off (--kd_weight 0)"
+    assert "no masked-LM head (5 of the head's weights missing" in unused_mlm_head(headless)
+    assert "--kd_weight 0" in unused_mlm_head(headless, 0.0) and "no masked-LM head" in unused_mlm_head(headless, 0.0)
+
+    # The soft targets on and the head in the checkpoint: the teacher's perplexity is measured, as before.
+    measured = teacher_evaluation(trained, tokenizer, soft_target_weight=1.0)
+    assert set(measured) == {"mlm_loss", "perplexity"} and measured["perplexity"] < len(VOCAB) / 10
+
+    def measuring(*args):
+        raise AssertionError("the perplexity of an unused head was measured")
+
+    monkeypatch.setattr(distill_evaluation, "evaluate_mlm", measuring)
+    for teacher, weight, reason in ((trained, 0.0, "--kd_weight 0"), (headless, None, "no masked-LM head"),
+                                    (headless, 0.0, "--kd_weight 0")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hf_compact.distill_evaluation"):
+            assert teacher_evaluation(teacher, tokenizer, soft_target_weight=weight) == {}
+        message = caplog.text
+        assert "masked-LM head is not used" in message and reason in message, message
+        assert "neither measured nor recorded" in message
+
+
+def test_general_distillation_from_a_trained_head_records_no_teacher_perplexity(trained_mlm, tmp_path):
+    """--kd_weight 0 leaves even a trained head unused: the results hold no teacher perplexity and say why."""
+    corpus = write_csv(tmp_path / "corpus.csv", [{"text": text} for text in counting_texts(160, seed=6)])
+    results, _ = distill_in_process(["--task", "mlm", "--teacher", trained_mlm, "--train_file", corpus,
+                                     "--output_dir", tmp_path / "general", "--kd_weight", "0", "--cos_weight", "1",
+                                     "--student_layers", "1", "--max_steps", "2", "--latency_batches", "0",
+                                     "--report_to", "none", "--max_length", "32", "--no_model_card"])
+    assert results.teacher.metrics is None
+    assert results.teacher.extra == {
+        "metrics_not_measured": "its masked-LM head is not used: the soft-target loss is off (--kd_weight 0)"}
+    assert set(results.student.metrics) == {"mlm_loss", "perplexity"}
