@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
 
 
 def scores(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "not measured"
 
 
 def stop_on_bad_data(load, *args, **kwargs):
@@ -235,7 +235,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
     eval_loaders = {split: accelerator.prepare(d) for split, d in eval_loaders.items()}
     teacher_metrics, teacher_predictions = evaluate_teacher(
         model_args.task, teacher, eval_sets, eval_loaders, accelerator, collator, args.per_device_eval_batch_size,
-        cache_dir)
+        cache_dir, soft_target_weight=objective.kd_weight)
     accelerator.print(f"teacher validation {scores(teacher_metrics['validation'])}")
     accelerator.init_trackers("distill", config={k: v for group in vars(run).values() for k, v in vars(group).items()
                                                  if isinstance(v, (int, float, str, bool))})

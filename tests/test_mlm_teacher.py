@@ -209,8 +209,9 @@ def test_the_perplexity_of_an_unused_head_is_neither_measured_nor_logged_as_a_sc
         assert "neither measured nor recorded" in message
 
 
-def test_general_distillation_from_a_trained_head_records_no_teacher_perplexity(trained_mlm, tmp_path):
-    """--kd_weight 0 leaves even a trained head unused: the results hold no teacher perplexity and say why."""
+def test_general_distillation_from_a_trained_head_records_no_teacher_perplexity(trained_mlm, tmp_path, capsys):
+    """--kd_weight 0 leaves even a trained head unused: the results hold no teacher perplexity and say why, and none
+    is measured or printed."""
     corpus = write_csv(tmp_path / "corpus.csv", [{"text": text} for text in counting_texts(160, seed=6)])
     results, _ = distill_in_process(["--task", "mlm", "--teacher", trained_mlm, "--train_file", corpus,
                                      "--output_dir", tmp_path / "general", "--kd_weight", "0", "--cos_weight", "1",
@@ -220,3 +221,5 @@ def test_general_distillation_from_a_trained_head_records_no_teacher_perplexity(
     assert results.teacher.extra == {
         "metrics_not_measured": "its masked-LM head is not used: the soft-target loss is off (--kd_weight 0)"}
     assert set(results.student.metrics) == {"mlm_loss", "perplexity"}
+    printed = capsys.readouterr()
+    assert "teacher validation not measured" in printed.out + printed.err
