@@ -88,7 +88,7 @@ class DemoArguments:
     baseline_seeds: str = field(default="1", metadata={"help": "Seeds of the labels-only baselines."})
     teacher_epochs: float = 1.0
     teacher_learning_rate: float = 1e-4
-    student_epochs: int = field(default=2, metadata={"help": "Epochs of the compact_distilbert student."})
+    student_epochs: int = field(default=3, metadata={"help": "Epochs of the compact_distilbert student."})
     student_learning_rate: float = 2e-4
     squeezebert_epochs: int = field(
         default=4,
