@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,28 +25,35 @@ FAST = ["--report_to", "none", "--latency_batches", "2", "--per_device_train_bat
 
 
 def run(args, expect_ok=True, launcher=None):
-    """Run the recipe as a user does, in a process of its own; a run expected to fail runs in this process (see
-    `run_failing`)."""
-    if not expect_ok and launcher is None:
-        return run_failing(args)
-    command = (launcher or [sys.executable]) + [RECIPE] + [str(a) for a in args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    """Run the recipe: `distill.main(args)` in this process (see `run_in_process`), or under `launcher` (e.g.
+    `accelerate launch`) in processes of their own. A run expected to succeed must exit with status 0."""
+    if launcher is None:
+        result = run_in_process(args)
+    else:
+        command = launcher + [RECIPE] + [str(a) for a in args]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
 
-def run_failing(args):
-    """`distill.main(args)` in this process (no interpreter to start: these runs stop early), with what it prints
-    captured and its exit status as a process would report it: argparse's 2, 1 for a SystemExit message or an
-    error."""
+def run_in_process(args):
+    """`distill.main(args)` in this process, with what it prints captured and its exit status as a process would
+    report it: argparse's 2, 1 for a SystemExit message or an error. Starting an interpreter that imports torch,
+    transformers and accelerate costs more than most of the tests' runs; the tests whose claim is about processes
+    (two of them, a killed one) start real ones."""
     from accelerate.state import AcceleratorState
 
     sys.path.insert(0, str(Path(RECIPE).parent))
     import distill
 
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    # Warnings logged during the run reach its stderr, as Python's last-resort handler sends them in a process of
+    # its own (here pytest's handlers would take them).
+    log_handler = logging.StreamHandler(stderr)
+    log_handler.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(log_handler)
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             distill.main([str(a) for a in args])
@@ -58,6 +66,7 @@ def run_failing(args):
             traceback.print_exc()
         finally:
             AcceleratorState._reset_state(True)
+            logging.getLogger().removeHandler(log_handler)
     return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
