@@ -14,8 +14,8 @@
    accuracy-against-latency plot, and a summary table (`results.md`).
 
 The recipes run through their Python API (`finetune.main`, `distill.main`), reporting progress to a callback. On a
-CPU the student runs train two at a time, each in its own process with its share of the cores (`--jobs`; two
-single-thread runs get through more training steps than one run on two threads), each logging to
+CPU the student runs train two at a time, in two worker processes with their share of the cores each (`--jobs`;
+two single-thread runs get through more training steps than one run on two threads), each run logging to
 `output_dir/logs/`. Training precision (bf16 autocast or float32) is chosen by timing a few training steps both ways
 on this machine. Students are reported as the median over seeds of their test accuracy; the published student
 folder is the seed whose accuracy is that median. Finished stages are kept: rerunning the command after an
@@ -30,9 +30,11 @@ import shutil
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
@@ -118,9 +120,9 @@ class DemoArguments:
     )
     jobs: str = field(
         default="auto",
-        metadata={"help": "Student runs trained side by side, each in its own process with its share of the CPU "
-                          "threads. auto: 2 on a CPU with at least 2 cores, 1 on a GPU. With 1, the runs are trained "
-                          "one after the other in this process."},
+        metadata={"help": "Student runs trained side by side, in as many worker processes, each with its share of "
+                          "the CPU threads. auto: 2 on a CPU with at least 2 cores, 1 on a GPU. With 1, the runs "
+                          "are trained one after the other in this process."},
     )
     speed_repeats: int = 3
     export: str = field(
@@ -292,14 +294,32 @@ class QueueProgress:
         self.reports.put((self.label, progress.stage, progress.step, progress.total_steps))
 
 
-def train_in_child(argv, log_path, threads, reports, label):
-    """One student run in a process of its own: `threads` CPU threads, its console output in its log."""
+def student_worker(tasks, reports, threads):
+    """A process that trains the student runs it is sent, one after another, until it is sent None: `threads` CPU
+    threads, each run's console output in that run's log, and each run's end reported as ("exit", status). One
+    interpreter serves many runs, so torch and transformers are imported once per worker, not once per run."""
     torch.set_num_threads(threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    with open(log_path, "w") as log:
-        os.dup2(log.fileno(), sys.stdout.fileno())
-        os.dup2(log.fileno(), sys.stderr.fileno())
-        distill.main(argv, progress=QueueProgress(reports, label))
+    while (task := tasks.get()) is not None:
+        argv, log_path, label = task
+        status = 0
+        with open(log_path, "w") as log:
+            os.dup2(log.fileno(), sys.stdout.fileno())
+            os.dup2(log.fileno(), sys.stderr.fileno())
+            try:
+                distill.main(argv, progress=QueueProgress(reports, label))
+            except SystemExit as stop:
+                status = stop.code if isinstance(stop.code, int) else 1
+                if not isinstance(stop.code, int) and stop.code is not None:
+                    print(stop.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001  (the run fails, with its traceback in its log; the worker goes on)
+                status = 1
+                traceback.print_exc()
+            finally:
+                AcceleratorState._reset_state(True)
+                sys.stdout.flush()
+                sys.stderr.flush()
+        reports.put((label, "exit", status, 0))
 
 
 def next_run(waiting: list[dict], running, training: set) -> dict:
@@ -311,8 +331,8 @@ def next_run(waiting: list[dict], running, training: set) -> dict:
 
 
 def run_side_by_side(args, runs: list[dict]):
-    """Train the student runs `args.jobs` at a time, each `distill.main` in its own process with its share of the
-    threads, following them through their progress callbacks.
+    """Train the student runs `args.jobs` at a time, each `distill.main` in one of `args.jobs` worker processes with
+    its share of the threads, following them through their progress callbacks.
 
     Each run's console output goes to its log under `output_dir/logs/`; one progress bar follows them all. The
     longest runs start first (see `next_run`), so the last ones to finish are short. A failed run stops the others and
@@ -321,40 +341,62 @@ def run_side_by_side(args, runs: list[dict]):
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied thread pools
     reports, log_dir = context.Queue(), os.path.join(args.output_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    waiting, running, percent, training = sorted(runs, key=lambda r: -r["cost"]), {}, {}, set()
+    waiting, percent, training = sorted(runs, key=lambda r: -r["cost"]), {}, set()
+    workers = []
+    for _ in range(min(args.jobs, len(runs))):
+        tasks = context.Queue()
+        process = context.Process(target=student_worker, args=(tasks, reports, threads_per_job(args)), daemon=True)
+        process.start()
+        workers.append({"process": process, "tasks": tasks, "run": None})
     bar = tqdm(total=len(runs), desc="student runs", unit="run", dynamic_ncols=True)
-    while waiting or running:
-        while waiting and len(running) < args.jobs:
-            run = waiting.pop(waiting.index(next_run(waiting, running.values(), training)))
-            run["log"] = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
-            process = context.Process(target=train_in_child, daemon=True, args=(
-                run["argv"], run["log"], threads_per_job(args), reports, run["short"]))
-            process.start()
-            running[process] = run
-        try:
-            label, progress_stage, step, total = reports.get(timeout=1)
-            percent[label] = int(100 * step / max(total, 1))
-            if progress_stage == "train":
-                training.add(label)
-        except queue.Empty:
-            pass
-        for process in [p for p in running if not p.is_alive()]:
-            run = running.pop(process)
-            percent.pop(run["short"], None)
-            if process.exitcode != 0:
-                for other in running:
-                    other.terminate()
-                with open(run["log"], errors="replace") as log:
-                    tail = log.read()[-3000:].replace("\r", "\n")
-                raise SystemExit(f"{run['label']} failed (exit code {process.exitcode}); its log is {run['log']}:\n"
-                                 f"{tail}")
-            result = finished(run["folder"])
-            bar.write(f"{run['label']}: test accuracy {result['student']['metrics']['accuracy']:.4f}")
-            bar.update(1)
-        postfix = " | ".join(f"{label} {p}%" for label, p in sorted(percent.items()))
-        if postfix != bar.postfix:  # redrawn only when a run moves on a percent
-            bar.set_postfix_str(postfix, refresh=True)
-    bar.close()
+    try:
+        while waiting or any(worker["run"] for worker in workers):
+            for worker in workers:
+                if worker["run"] is None and waiting:
+                    running = [w["run"] for w in workers if w["run"]]
+                    run = waiting.pop(waiting.index(next_run(waiting, running, training)))
+                    run["log"] = os.path.join(log_dir, run["label"].replace(" ", "_") + ".log")
+                    worker["tasks"].put((run["argv"], run["log"], run["short"]))
+                    worker["run"] = run
+            try:
+                label, progress_stage, step, total = reports.get(timeout=1)
+            except queue.Empty:
+                label, progress_stage = None, None
+            if progress_stage == "exit":
+                worker = next(w for w in workers if w["run"] and w["run"]["short"] == label)
+                run, worker["run"] = worker["run"], None
+                percent.pop(label, None)
+                if step != 0:
+                    fail(run, f"exit code {step}")
+                result = finished(run["folder"])
+                bar.write(f"{run['label']}: test accuracy {result['student']['metrics']['accuracy']:.4f}")
+                bar.update(1)
+            elif progress_stage is not None:
+                percent[label] = int(100 * step / max(total, 1))
+                if progress_stage == "train":
+                    training.add(label)
+            for worker in workers:
+                if worker["run"] and not worker["process"].is_alive():
+                    fail(worker["run"], f"its process ended with exit code {worker['process'].exitcode}")
+            postfix = " | ".join(f"{label} {p}%" for label, p in sorted(percent.items()))
+            if postfix != bar.postfix:  # redrawn only when a run moves on a percent
+                bar.set_postfix_str(postfix, refresh=True)
+    finally:
+        for worker in workers:
+            if worker["process"].is_alive():
+                if worker["run"] is None:
+                    worker["tasks"].put(None)
+                    worker["process"].join(timeout=10)
+                if worker["process"].is_alive():
+                    worker["process"].terminate()
+        bar.close()
+
+
+def fail(run, why):
+    """Stop the demo on a failed student run, showing the end of its log."""
+    with open(run["log"], errors="replace") as log:
+        tail = log.read()[-3000:].replace("\r", "\n")
+    raise SystemExit(f"{run['label']} failed ({why}); its log is {run['log']}:\n{tail}")
 
 
 def run_folder(args, student_type, distilled, seed) -> str:
