@@ -3,8 +3,9 @@
 The modeling files are the reference computation. The kernels here compute the same numbers (to float rounding) with
 fewer, larger operations: grouped projections run as one batched matrix multiply written straight into the layout
 the next step reads, the bias, residual and activation fused into it; q, k and v stay group-major so attention runs
-on each group's heads with no copies; and, for few tokens on several threads, projections split into column blocks
-that one batched matrix multiply shares out between the threads.
+on each group's heads with no copies; for few tokens on several threads, projections split into column blocks
+that one batched matrix multiply shares out between the threads; and a whole SqueezeBERT-style layer can run in
+SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are.
 
 Which of them is faster depends on the CPU, its BLAS and the shape of the input, so none is assumed to win:
 
@@ -296,6 +297,55 @@ def _squeezebert_layer(blocks: bool):
     return forward
 
 
+def _attention_computed_inline(attention: nn.Module) -> bool:
+    """Whether a layer kernel may compute `attention` inline, without calling it: its own class's forward or the
+    dispatcher `optimize` attached (no adapter or wrapper in between) and no hooks. transformers records
+    `output_attentions` through hooks it attaches to the attention modules, so a model asked for attentions keeps
+    calling them."""
+    own_forward = "forward" not in vars(attention) or vars(attention).get(_DISPATCH, False) is None
+    return (
+        type(attention).__name__ == "CompactSqueezeBertSelfAttention"
+        and own_forward
+        and not attention._forward_hooks
+        and not attention._forward_pre_hooks
+        and _squeezebert_attention_fits(attention)
+    )
+
+
+def _channels_first_conv(inputs: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """A grouped 1x1 projection of (batch, channels, seq) `inputs` as the convolution it is (the CPU's convolution
+    library, e.g. oneDNN, computes it): (batch, out, seq)."""
+    return F.conv1d(inputs, conv.weight, conv.bias, groups=conv.groups)
+
+
+def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None, **kwargs):
+    """The layer in SqueezeBERT's own layout: hidden states transposed once to (batch, channels, seq), every
+    projection a grouped 1x1 convolution, the attention on views of q, k and v, and back to (batch, seq, channels) at
+    the end."""
+    attention = module.attention
+    batch, length, channels = hidden_states.shape
+    inputs = hidden_states.transpose(1, 2).contiguous()
+    head_shape = (batch, -1, attention.head_dim, length)
+    query, key, value = (
+        _channels_first_conv(inputs, projection).view(head_shape).transpose(2, 3)  # (batch, heads, seq, head_dim)
+        for projection in (attention.query, attention.key, attention.value)
+    )
+    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        attention.config._attn_implementation, _eager_attention(attention)
+    )
+    context, _ = attention_interface(
+        attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
+    )
+    context = context.reshape(batch, length, channels).transpose(1, 2).contiguous()
+    post = module.post_attention
+    hidden = post.layernorm((_channels_first_conv(context, post.conv1d) + inputs).transpose(1, 2))
+    hidden_channels_first = hidden.transpose(1, 2).contiguous()
+    middle = activation_in_place(module.intermediate.act, _channels_first_conv(hidden_channels_first,
+                                                                                module.intermediate.conv1d))
+    output = _channels_first_conv(middle, module.output.conv1d).add_(hidden_channels_first)
+    return module.output.layernorm(output.transpose(1, 2)).contiguous()
+
+
 def _has_one_group(*convs: nn.Module) -> bool:
     return torch.get_num_threads() > 1 and any(conv.groups == 1 for conv in convs)
 
@@ -380,6 +430,11 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
             lambda m: _squeezebert_layer_fits(m)
             and _has_one_group(m.post_attention.conv1d, m.intermediate.conv1d, m.output.conv1d),
             _squeezebert_layer(blocks=True),
+        ),
+        Kernel(
+            "channels_first_layer",
+            lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            _squeezebert_layer_channels_first,
         ),
     ),
     "CompactDistilBertSelfAttention": (

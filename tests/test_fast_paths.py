@@ -301,7 +301,8 @@ def test_measure_interleaves_the_candidates_and_keeps_each_ones_fastest_round():
 def test_a_kernel_that_loses_is_never_used_and_the_choice_is_cached(winner, kernel_cache, counted):
     clock = FakeClock({})
     durations = {REFERENCE: 1.0, "fused_layer": 0.5 if winner == "fused_layer" else 2.0,
-                 "fused_layer_column_blocks": 3.0, "grouped_attention": 3.0, "grouped_attention_column_blocks": 3.0}
+                 "fused_layer_column_blocks": 3.0, "grouped_attention": 3.0, "grouped_attention_column_blocks": 3.0,
+                 "channels_first_layer": 3.0}
     clock.durations = durations
     selector = KernelSelector(repeats=2, clock=clock)
 
@@ -326,6 +327,7 @@ def test_a_kernel_that_loses_is_never_used_and_the_choice_is_cached(winner, kern
     _run(model, input_ids, mask)  # the choice is made: no timing, the winner only
     assert counted["fused_layer"] == (2 if winner == "fused_layer" else 0)
     assert counted["grouped_attention"] == 0 and counted["fused_layer_column_blocks"] == 0
+    assert counted["channels_first_layer"] == 0
 
     stored = json.loads(kernel_cache.read_text())
     assert list(stored) == [kernels.machine_key()]
