@@ -41,7 +41,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -224,23 +224,39 @@ def _is_grouped_projection(module: nn.Module) -> bool:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _build(engine: str, model: PreTrainedModel, tokenizer, folder: str, calibration_texts: Sequence[str]) -> None:
+def _build(engine: str, model: PreTrainedModel, tokenizer, folder: str, calibration_texts: Sequence[str],
+           float_onnx: Callable[[], str]) -> None:
+    """Write the variant of `engine` into `folder`; `float_onnx()` gives the path of the model's float32 ONNX export,
+    which the ONNX Runtime engines quantize."""
     os.makedirs(folder, exist_ok=True)
     if engine == "torch":
         copy.deepcopy(model).to(torch.bfloat16).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return
-    from .onnx_export import export_onnx, quantize_onnx_int8, quantize_onnx_int8_static
+    from .onnx_export import quantize_onnx_int8, quantize_onnx_int8_static
 
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        float_path = export_onnx(ungroup_projections(model), os.path.join(scratch, "float32.onnx"))
-        target = os.path.join(folder, ONNX_FILE)
-        if engine == "onnxruntime-dynamic":
-            quantize_onnx_int8(float_path, target)
-        else:
-            quantize_onnx_int8_static(float_path, target, tokenizer, calibration_texts)
+    target = os.path.join(folder, ONNX_FILE)
+    if engine == "onnxruntime-dynamic":
+        quantize_onnx_int8(float_onnx(), target)
+    else:
+        quantize_onnx_int8_static(float_onnx(), target, tokenizer, calibration_texts)
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def _exported_once(model: PreTrainedModel, folder: str) -> Callable[[], str]:
+    """A function giving the path of `model`'s float32 ONNX export in `folder`, exported on the first call only:
+    every int8 engine quantizes the same file."""
+    path = os.path.join(folder, "float32.onnx")
+
+    def float_onnx() -> str:
+        if not os.path.exists(path):
+            from .onnx_export import export_onnx
+
+            export_onnx(ungroup_projections(model), path)
+        return path
+
+    return float_onnx
 
 
 def load_variant(folder: str | os.PathLike, *, num_threads: int | None = None) -> BatchClassifier:
@@ -381,13 +397,14 @@ def make_variants(
     try:
         candidates: dict[tuple[str, str], BatchClassifier] = {}
         failures: dict[str, list[EngineTrial]] = {precision: [] for precision in precisions}
+        float_onnx = _exported_once(model, staging)
         for precision in precisions:
             for engine in available_engines(precision):
                 if engine == "onnxruntime-static" and not calibration_texts:
                     continue
                 path = os.path.join(staging, f"{precision}-{engine}")
                 try:
-                    _build(engine, model, tokenizer, path, calibration_texts)
+                    _build(engine, model, tokenizer, path, calibration_texts, float_onnx)
                     candidates[precision, engine] = load_variant(path, num_threads=threads)
                 except Exception as error:  # noqa: BLE001  an engine that cannot take this model is left out
                     logger.warning(f"{precision} with {engine} failed for this model and is left out: {error}")

@@ -117,8 +117,13 @@ def test_make_variants_keeps_what_passes_and_loads_everywhere(squeezebert_folder
     texts, labels = _texts_and_labels()
     calibration = [row["text"] for row in synthetic_rows(64, seed=9)]
     timed_as(monkeypatch, float32_factor=0.01)  # every variant faster than float32: kept
+    from hf_compact import onnx_export
+
+    exports = []
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: exports.append(a[1]) or export_onnx(*a, **k))
     records = make_variants(folder, "bf16,int8", texts=texts, labels=labels, calibration_texts=calibration,
                             tolerance_points=5.0, repeats=1, num_threads=1)
+    assert len(exports) == 1  # one float32 export, quantized by both int8 engines
     assert [r.precision for r in records] == ["bf16", "int8"]
     bf16, int8 = records
     assert bf16.engine == "torch"
