@@ -35,6 +35,30 @@ def test_a_failed_side_by_side_run_stops_with_its_log(tmp_path):
     assert (tmp_path / "demo" / "logs" / "broken_seed_1.log").stat().st_size > 0
 
 
+def test_side_by_side_runs_share_one_worker_process_per_job(trained_teacher, synthetic_csv, tmp_path, monkeypatch):
+    """Three runs, two jobs: two worker processes start (not one per run), and every run finishes with its own log."""
+    import multiprocessing
+
+    sys.path.insert(0, str(Path(DEMO).parent))
+    import demo
+
+    process_class = multiprocessing.get_context("spawn").Process
+    started = []
+    original_start = process_class.start
+    monkeypatch.setattr(process_class, "start", lambda self: started.append(self) or original_start(self))
+    args = demo.parse_args(["--output_dir", str(tmp_path / "demo"), "--jobs", "2"])
+    runs = [{"label": f"tiny seed {seed}", "short": f"tiny {seed}", "cost": 1, "folder": str(tmp_path / f"run{seed}"),
+             "argv": ["--teacher", str(trained_teacher), "--train_file", str(synthetic_csv), "--output_dir",
+                      str(tmp_path / f"run{seed}"), "--seed", str(seed), "--student_layers", "1", "--max_steps", "2",
+                      "--report_to", "none", "--latency_batches", "0", "--max_length", "32"]}
+            for seed in (1, 2, 3)]
+    demo.run_side_by_side(args, runs)
+    assert len(started) == 2
+    for seed in (1, 2, 3):
+        assert demo.finished(str(tmp_path / f"run{seed}"))["training"]["seed"] == seed
+        assert (tmp_path / "demo" / "logs" / f"tiny_seed_{seed}.log").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     output, cards = tmp_path / "demo", tmp_path / "cards"
