@@ -4,8 +4,10 @@ The modeling files are the reference computation. The kernels here compute the s
 fewer, larger operations: grouped projections run as one batched matrix multiply written straight into the layout
 the next step reads, the bias, residual and activation fused into it; q, k and v stay group-major so attention runs
 on each group's heads with no copies; for few tokens on several threads, projections split into column blocks
-that one batched matrix multiply shares out between the threads; and a whole SqueezeBERT-style layer can run in
-SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are.
+that one batched matrix multiply shares out between the threads; a whole SqueezeBERT-style layer can run in
+SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are; and attention
+can run as two matrix multiplies around a float32 softmax (`matmul_softmax_attention`) instead of the configured
+implementation's kernel, which for short sequences, or in bfloat16, can be the slower one.
 
 Which of them is faster depends on the CPU, its BLAS and the shape of the input, so none is assumed to win:
 
@@ -171,13 +173,13 @@ def blocked_attention(
     projections: tuple[nn.Module, nn.Module, nn.Module],
     groups: int,
     parts: int,
-    eager_attention: Callable,
+    attention: Callable,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention with q, k and v each computed as `parts` blocks of whole heads (their groups, or column blocks),
-    block `k` of each holding the same heads: attention runs on `parts * batch` sequences of `heads / parts` heads
-    straight from the batched products' outputs. Returns (tokens, channels) and the probabilities (batch, heads, q, k)
-    when the attention function gives them."""
+    block `k` of each holding the same heads: `attention` (an attention-interface function, see `attention_function`)
+    runs on `parts * batch` sequences of `heads / parts` heads straight from the batched products' outputs. Returns
+    (tokens, channels) and the probabilities (batch, heads, q, k) when the attention function gives them."""
     batch, length, channels = hidden_states.shape
     tokens = batch * length
     inputs = hidden_states.reshape(tokens, channels)
@@ -195,8 +197,7 @@ def blocked_attention(
         attention_mask = attention_mask.reshape(batch, min(mask_heads, parts), -1, *attention_mask.shape[2:])
         attention_mask = attention_mask.transpose(0, 1).expand(parts, -1, -1, -1, -1)
         attention_mask = attention_mask.reshape(parts * batch, *attention_mask.shape[2:])
-    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention)
-    output, probabilities = attention_interface(
+    output, probabilities = attention(
         module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs
     )
     # (parts * batch, seq, heads / parts, head_dim) -> (tokens, channels)
@@ -207,9 +208,38 @@ def blocked_attention(
     return output, probabilities
 
 
-def _eager_attention(module: nn.Module) -> Callable:
-    """The eager attention function of the modeling file `module` comes from."""
-    return sys.modules[type(module).__module__].eager_attention_forward
+def matmul_softmax_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention on (batch, heads, seq, head_dim) tensors as two matrix multiplies in the inputs' dtype around
+    a float32 softmax; returns (batch, seq, heads, head_dim) and the probabilities. In float32 this is the modeling
+    files' eager computation; in bfloat16 or float16 the scores are softmaxed in float32 (the eager reference does it
+    in the low precision, sdpa in its own fused kernel). `attention_mask` is boolean (True: attend) or additive, as
+    the model's attention implementation makes it."""
+    scores = torch.matmul(query, key.transpose(2, 3)).float().mul_(scaling)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores.add_(attention_mask)
+    probabilities = scores.softmax(dim=-1).to(query.dtype)
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), probabilities
+
+
+def attention_function(module: nn.Module, matmul_softmax: bool = False) -> Callable:
+    """The attention a kernel runs for `module`: `matmul_softmax_attention`, or what the model's configured
+    implementation (eager or sdpa) runs, the eager one being the modeling file's own."""
+    if matmul_softmax:
+        return matmul_softmax_attention
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -229,13 +259,13 @@ def _squeezebert_attention_fits(module: nn.Module) -> bool:
     )
 
 
-def _squeezebert_attention(blocks: bool):
+def _squeezebert_attention(blocks: bool, matmul_softmax: bool = False):
     def forward(module, hidden_states, attention_mask=None, **kwargs):
         groups = module.query.groups
         parts = column_blocks(module.config.num_attention_heads) if blocks else groups
         output, probabilities = blocked_attention(
             module, hidden_states, attention_mask, (module.query, module.key, module.value), groups, parts,
-            _eager_attention(module), **kwargs,
+            attention_function(module, matmul_softmax), **kwargs,
         )
         return output.view_as(hidden_states), probabilities
 
@@ -318,10 +348,18 @@ def _channels_first_conv(inputs: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     return F.conv1d(inputs, conv.weight, conv.bias, groups=conv.groups)
 
 
-def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None, **kwargs):
+def _squeezebert_layer_channels_first(matmul_softmax: bool = False):
     """The layer in SqueezeBERT's own layout: hidden states transposed once to (batch, channels, seq), every
     projection a grouped 1x1 convolution, the attention on views of q, k and v, and back to (batch, seq, channels) at
     the end."""
+
+    def forward(module, hidden_states, attention_mask=None, **kwargs):
+        return _channels_first_layer(module, hidden_states, attention_mask, matmul_softmax, **kwargs)
+
+    return forward
+
+
+def _channels_first_layer(module, hidden_states, attention_mask, matmul_softmax: bool, **kwargs):
     attention = module.attention
     batch, length, channels = hidden_states.shape
     inputs = hidden_states.transpose(1, 2).contiguous()
@@ -330,10 +368,7 @@ def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None
         _channels_first_conv(inputs, projection).view(head_shape).transpose(2, 3)  # (batch, heads, seq, head_dim)
         for projection in (attention.query, attention.key, attention.value)
     )
-    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-        attention.config._attn_implementation, _eager_attention(attention)
-    )
-    context, _ = attention_interface(
+    context, _ = attention_function(attention, matmul_softmax)(
         attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
     )
     context = context.reshape(batch, length, channels).transpose(1, 2).contiguous()
@@ -357,21 +392,23 @@ def _has_one_group(*convs: nn.Module) -> bool:
 
 def _distilbert_attention_fits(module: nn.Module) -> bool:
     projections = (module.q_lin, module.k_lin, module.v_lin, module.out_lin)
-    return (
-        torch.get_num_threads() > 1
-        and module.config._attn_implementation in ("eager", "sdpa")
-        and all(is_plain(projection, nn.Linear) for projection in projections)
+    return module.config._attn_implementation in ("eager", "sdpa") and all(
+        is_plain(projection, nn.Linear) for projection in projections
     )
 
 
-def _distilbert_attention_in_column_blocks(module, hidden_states, attention_mask=None, **kwargs):
-    output, probabilities = blocked_attention(
-        module, hidden_states, attention_mask, (module.q_lin, module.k_lin, module.v_lin), 1,
-        column_blocks(module.config.n_heads), _eager_attention(module), **kwargs,
-    )
-    out_lin = module.out_lin
-    output = project(output, out_lin.weight, out_lin.bias, parts=column_blocks(out_lin.out_features))
-    return output.view_as(hidden_states), probabilities
+def _distilbert_attention(blocks: bool, matmul_softmax: bool = False):
+    def forward(module, hidden_states, attention_mask=None, **kwargs):
+        parts = column_blocks(module.config.n_heads) if blocks else 1
+        output, probabilities = blocked_attention(
+            module, hidden_states, attention_mask, (module.q_lin, module.k_lin, module.v_lin), 1, parts,
+            attention_function(module, matmul_softmax), **kwargs,
+        )
+        out_lin = module.out_lin
+        output = project(output, out_lin.weight, out_lin.bias, parts=column_blocks(out_lin.out_features) if blocks else 1)
+        return output.view_as(hidden_states), probabilities
+
+    return forward
 
 
 def _distilbert_block_fits(module: nn.Module) -> bool:
@@ -422,6 +459,8 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
             lambda m: _squeezebert_attention_fits(m) and _has_one_group(m.query),
             _squeezebert_attention(blocks=True),
         ),
+        Kernel("grouped_attention_matmul_softmax", _squeezebert_attention_fits,
+               _squeezebert_attention(blocks=False, matmul_softmax=True)),
     ),
     "CompactSqueezeBertModule": (
         Kernel("fused_layer", _squeezebert_layer_fits, _squeezebert_layer(blocks=False)),
@@ -434,11 +473,22 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         Kernel(
             "channels_first_layer",
             lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
-            _squeezebert_layer_channels_first,
+            _squeezebert_layer_channels_first(),
+        ),
+        Kernel(
+            "channels_first_layer_matmul_softmax",
+            lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            _squeezebert_layer_channels_first(matmul_softmax=True),
         ),
     ),
     "CompactDistilBertSelfAttention": (
-        Kernel("attention_column_blocks", _distilbert_attention_fits, _distilbert_attention_in_column_blocks),
+        Kernel(
+            "attention_column_blocks",
+            lambda m: _distilbert_attention_fits(m) and torch.get_num_threads() > 1,
+            _distilbert_attention(blocks=True),
+        ),
+        Kernel("attention_matmul_softmax", _distilbert_attention_fits,
+               _distilbert_attention(blocks=False, matmul_softmax=True)),
     ),
     "CompactDistilBertBlock": (
         Kernel("fused_feed_forward", _distilbert_block_fits, _distilbert_block(blocks=False)),
@@ -590,7 +640,8 @@ class KernelSelector:
         key = shape_class(module, args[0] if args else kwargs["hidden_states"])
         entry = self.choices().get(key)
         names = {kernel.name for kernel in kernels}
-        if entry is not None and (entry["kernel"] == REFERENCE or entry["kernel"] in names):
+        # A choice stands when it measured every kernel that fits now (one cached before a kernel existed does not).
+        if entry is not None and names <= set(entry.get("ms", ())) and entry["kernel"] in names | {REFERENCE}:
             return entry["kernel"]
         candidates = {REFERENCE: lambda: reference(*args, **kwargs)}
         for kernel in kernels:
