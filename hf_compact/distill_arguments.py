@@ -54,6 +54,11 @@ class ModelArguments:
         default=None,
         metadata={"help": "compact_squeezebert: groups of the q/k/v, intermediate and output projections."},
     )
+    student_feed_forward_groups: int | None = field(
+        default=None,
+        metadata={"help": "compact_squeezebert: groups of the intermediate and output projections alone (default: "
+                          "--student_groups); the feed-forward holds most of a layer's weights."},
+    )
     layer_map: str | None = field(
         default=None, metadata={"help": "Teacher layer per student layer, e.g. '1,3,5' (default: from the depths)."}
     )
@@ -101,7 +106,8 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        _positive(self, ("student_layers", "student_groups", "grouped_init_samples", "teacher_cache_top_k"))
+        _positive(self, ("student_layers", "student_groups", "student_feed_forward_groups", "grouped_init_samples",
+                         "teacher_cache_top_k"))
         if self.student_dropout is not None and not 0 <= self.student_dropout < 1:
             raise ValueError(f"--student_dropout must be in [0, 1), got {self.student_dropout}.")
 

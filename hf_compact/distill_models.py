@@ -80,6 +80,9 @@ def _student_overrides(args: ModelArguments) -> dict:
         overrides.pop("model_type", None)
     if args.student_dropout is not None:
         overrides.update(dict.fromkeys(DROPOUT_FIELDS[args.student_type], args.student_dropout))
+    if args.student_feed_forward_groups and is_grouped(args.student_type):
+        overrides.setdefault("intermediate_groups", args.student_feed_forward_groups)
+        overrides.setdefault("output_groups", args.student_feed_forward_groups)
     if args.student_groups and is_grouped(args.student_type):
         for name in SQUEEZEBERT_GROUP_FIELDS:
             if name != "post_attention_groups":

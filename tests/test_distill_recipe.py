@@ -141,12 +141,14 @@ def test_cheap_training_options_reach_the_saved_student(trained_teacher, synthet
     run(common(trained_teacher, synthetic_csv, out, "--student_type", "compact_squeezebert", "--student_groups", "2",
                "--student_layers", "2", "--num_train_epochs", "1", "--max_steps", "4", "--student_dropout", "0",
                "--attn_implementation", "eager", "--mixed_precision", "bf16", "--grouped_init", "block-diagonal",
-               "--latency_batches", "0"))
+               "--latency_batches", "0", "--student_feed_forward_groups", "4"))
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["mixed_precision"] == "bf16" and results["training"]["dropout"] == 0
     assert results["training"]["init"].endswith("block-diagonal part")
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_dropout_prob"] == 0 and config["attention_probs_dropout_prob"] == 0
+    groups = [config[f"{name}_groups"] for name in ("q", "k", "v", "post_attention", "intermediate", "output")]
+    assert groups == [2, 2, 2, 1, 4, 4]  # a cheaper feed-forward than the attention projections
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config._attn_implementation == "sdpa"
     bad = run(common(trained_teacher, synthetic_csv, tmp_path / "bad", "--student_dropout", "1.5"), expect_ok=False)
