@@ -62,8 +62,8 @@ import transfer_text  # noqa: E402
 import rotten_tomatoes  # noqa: E402
 
 
-QUICK_TRAIN, QUICK_EVAL = 320, 128  # --quick: examples kept for training and for each evaluation split
-QUICK_TRANSFER = 64  # --quick: unlabelled transfer texts
+QUICK_TRAIN, QUICK_EVAL = 160, 64  # --quick: examples kept for training and for each evaluation split
+QUICK_TRANSFER = 32  # --quick: unlabelled transfer texts
 TIMING_TEXTS = 320  # validation texts the variants' engines are timed on (the final speed uses every test text)
 STUDENTS = COMPACT_MODEL_TYPES  # compact_distilbert, compact_squeezebert
 # The bar each student is held to: (least retention of the teacher's accuracy, least speed-up).
