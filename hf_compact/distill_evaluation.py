@@ -18,7 +18,7 @@ from accelerate.utils import DistributedType, gather_object
 from transformers.utils import logging
 
 from .benchmarking import hardware_name, median_batch_ms
-from .mlm_checks import unused_mlm_head
+from .mlm_checks import untrained_mlm_head, unused_mlm_head
 from .results import DistributedRecord, ModelRecord, RunResults, SpeedRecord, TeacherRecord, TrainingRecord, card_inputs
 from .teacher_cache import teacher_logits_column, update_with_weights
 
@@ -69,9 +69,19 @@ def evaluate_mlm(model, dataloader, accelerator) -> dict[str, float]:
     return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50))}
 
 
-def evaluate_student(task: str, student, loaders, accelerator, teacher_predictions, split: str) -> dict[str, float]:
+def untrained_head(model_args, objective, teacher) -> str | None:
+    """Why a masked-LM run's student head is random weights (`hf_compact.mlm_checks.untrained_mlm_head`), or None."""
+    if model_args.task != "mlm":
+        return None
+    return untrained_mlm_head(objective, teacher, from_scratch=model_args.init == "scratch")
+
+
+def evaluate_student(task: str, student, loaders, accelerator, teacher_predictions, split: str,
+                     untrained_head: str | None = None) -> dict[str, float]:
+    """The student's metrics on `split`; none for a masked-LM student whose head is random weights (`untrained_head`
+    says why: `hf_compact.mlm_checks.untrained_mlm_head`)."""
     if task == "mlm":
-        return evaluate_mlm(student, loaders[split], accelerator)
+        return {} if untrained_head else evaluate_mlm(student, loaders[split], accelerator)
     return evaluate(student, loaders[split], accelerator, teacher_predictions[split])[0]
 
 
@@ -182,7 +192,8 @@ def distill_results(run, *, accelerator, teacher, student, objective, layer_map,
     """The results record of a run (`results.json`). `run` holds the parsed flags as attributes `model`, `data`,
     `training` and `card` (the dataclasses). `transfer` (`TransferArguments.record`), when it says anything, goes
     into the training record: the examples without labels the run added and where they came from. A masked-LM
-    teacher whose head the run does not use has no metrics in the record, and the record says why."""
+    teacher whose head the run does not use has no metrics in the record, and the record says why; so has a masked-LM
+    student whose head nothing trains (`student_metrics` is then empty)."""
     model_args, training_args = run.model, run.training
     split = "test" if model_args.task != "mlm" else "validation"
     unwrapped = accelerator.unwrap_model(student)
@@ -193,13 +204,15 @@ def distill_results(run, *, accelerator, teacher, student, objective, layer_map,
     unused = unused_mlm_head(teacher, objective.kd_weight) if model_args.task == "mlm" else None
     if unused:
         teacher_scores, teacher_notes = None, {"metrics_not_measured": f"its masked-LM head is not used: {unused}"}
+    untrained = untrained_head(model_args, objective, teacher)
+    student_notes = {"metrics_not_measured": f"its masked-LM head is not trained: {untrained}"} if untrained else {}
     return RunResults(
         model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
         model_type=model_args.student_type,
         task=pipeline_tag,
         teacher=TeacherRecord(name_or_path=model_args.teacher, model_type=teacher.config.model_type,
                               parameters=teacher.num_parameters(), metrics=teacher_scores, extra=teacher_notes),
-        student=ModelRecord(parameters=unwrapped.num_parameters(), metrics=student_metrics),
+        student=ModelRecord(parameters=unwrapped.num_parameters(), metrics=student_metrics, extra=student_notes),
         training=TrainingRecord(
             method="distillation" if objective.uses_teacher else "fine-tuning on labels alone",
             # As run (--max_steps may end an epoch early).
@@ -240,5 +253,6 @@ __all__ = [
     "measure_latency",
     "optimizer_steps",
     "scored",
+    "untrained_head",
     "weight_checksum",
 ]

@@ -128,6 +128,24 @@ def unused_mlm_head(teacher, soft_target_weight: float | None = None) -> str | N
     return " and ".join(reasons) or None
 
 
+def untrained_mlm_head(objective, teacher, from_scratch: bool = False) -> str | None:
+    """Why a masked-LM student's head is random weights at the end of a run, in words, or None when it is not:
+    neither the teacher's soft targets (`objective.kd_weight`) nor the masked tokens' labels (`objective.ce_weight`)
+    train it, as in general distillation on hidden states and attention relations alone, and it started at random
+    (`from_scratch`, or copied from a teacher whose checkpoint holds no masked-LM head). Its perplexity would then
+    say nothing about the student, so it is not measured. A head copied from a trained teacher head is measured: it
+    reads the student's hidden states as the teacher's head reads the teacher's."""
+    if objective.kd_weight > 0 or objective.ce_weight > 0:
+        return None
+    if from_scratch:
+        start = "it starts at random (--init scratch)"
+    elif teacher.name_or_path and mlm_head_missing_keys(teacher):
+        start = "it starts from the teacher's, which the teacher's checkpoint does not hold (initialised at random)"
+    else:
+        return None
+    return f"{start}, and neither the soft-target loss (--kd_weight 0) nor the masked-token loss (--ce_weight 0) trains it"
+
+
 def seeded_masks(
     tokenizer, texts: list[str], num_batches: int = 4, batch_size: int = 16, max_length: int = 128,
     mask_probability: float = 0.15, seed: int = 0,
@@ -213,5 +231,6 @@ __all__ = [
     "require_mlm_head",
     "seeded_masks",
     "seeded_perplexity",
+    "untrained_mlm_head",
     "unused_mlm_head",
 ]

@@ -637,6 +637,7 @@ def card_context(
             for point in (validate_points(comparison) if comparison else [])
         ],
         "metric_rows": _metric_rows(results, teacher_metrics),
+        "metrics_note": measured.extra.get("metrics_not_measured"),
         "speed": results.speed or SpeedRecord(),
         "timing": _timing(results.speed or SpeedRecord()),
         "retention": _retention(results, teacher_metrics) if teacher is not None else {},

@@ -96,7 +96,7 @@ class ModelRecord(Record):
     _hints = {"metrics": " (a mapping of metric names to measured numbers)"}
 
     def _check(self, source: str, path: str) -> None:
-        if not self.metrics:
+        if not self.metrics and not self.extra.get("metrics_not_measured"):  # none only when the record says why
             raise ValueError(f"Required field {path + '.metrics'!r} is missing from {source}{self._hints['metrics']}.")
 
 

@@ -48,7 +48,13 @@ from hf_compact.checkpointing import resume_from, save_checkpoint
 from hf_compact.data import collator_for_task, load_recipe_dataset, mix_unlabeled, tokenize_for_task
 from hf_compact.devices import has_accelerator
 from hf_compact.distill_arguments import DistillTrainingArguments, ModelArguments, TransferArguments
-from hf_compact.distill_evaluation import distill_results, evaluate_student, evaluate_teacher, measure_latency
+from hf_compact.distill_evaluation import (
+    distill_results,
+    evaluate_student,
+    evaluate_teacher,
+    measure_latency,
+    untrained_head,
+)
 from hf_compact.distill_models import (
     TASKS,
     build_student,
@@ -237,6 +243,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
         model_args.task, teacher, eval_sets, eval_loaders, accelerator, collator, args.per_device_eval_batch_size,
         cache_dir, soft_target_weight=objective.kd_weight)
     accelerator.print(f"teacher validation {scores(teacher_metrics['validation'])}")
+    untrained = untrained_head(model_args, objective, teacher)  # a random masked-LM head's perplexity is not measured
     accelerator.init_trackers("distill", config={k: v for group in vars(run).values() for k, v in vars(group).items()
                                                  if isinstance(v, (int, float, str, bool))})
     report = reporter(ProgressBar("distilling" if objective.uses_teacher else "training on labels alone",
@@ -283,7 +290,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
         train_seconds = time.perf_counter() - epoch_start
         last_epoch = epoch + 1 == args.num_train_epochs or completed_batches >= total_batches
         metrics = {} if args.eval_last_epoch_only and not last_epoch else evaluate_student(
-            model_args.task, student, eval_loaders, accelerator, teacher_predictions, "validation")
+            model_args.task, student, eval_loaders, accelerator, teacher_predictions, "validation", untrained)
         history.append({"epoch": epoch + 1, **metrics, "train_seconds": train_seconds,
                         "train_samples_per_s": epoch_examples * accelerator.num_processes / train_seconds})
         if metrics:
@@ -309,10 +316,12 @@ def final_results(run, accelerator, teacher, student, layer_map, data, tokenized
     transfer = {split: len(tokenized[split]) for split in TRANSFER_SPLITS if split in tokenized}
     num_train_examples = len(tokenized["train"]) + sum(transfer.values())
     final_split = "validation" if model_args.task == "mlm" else "test"
+    untrained = untrained_head(model_args, run.objective, teacher)
     student_metrics = evaluate_student(model_args.task, student, eval_loaders, accelerator, teacher_predictions,
-                                       final_split)
-    accelerator.print(f"{final_split}: teacher {scores(teacher_metrics[final_split])} | "
-                      f"student {scores(student_metrics)}")
+                                       final_split, untrained)
+    accelerator.print(f"{final_split}: teacher {scores(teacher_metrics[final_split])} | student "
+                      + (f"not measured (its masked-LM head is not trained: {untrained})" if untrained
+                         else scores(student_metrics)))
     speed = None
     if accelerator.is_main_process and args.latency_batches > 0:
         speed = measure_latency(teacher, accelerator.unwrap_model(student), eval_loaders["test"], args.latency_batches)

@@ -44,10 +44,19 @@ def test_general_distillation_from_a_teacher_without_an_mlm_head(trained_teacher
     assert results.training.loss_weights["kd"] == 0 and results.training.loss_weights["attention_relation"] == 1
     # The teacher's head was initialised at random and is not used: no perplexity of it is measured or recorded.
     assert "masked-LM head is not used" in caplog.text and "no masked-LM head" in caplog.text
-    assert "teacher mlm_loss" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "teacher mlm_loss" not in printed
     assert results.teacher.metrics is None
     recorded = json.loads((out / "results.json").read_text())["teacher"]
     assert "metrics" not in recorded and "no masked-LM head" in recorded["metrics_not_measured"]
+    # Nor is the student's: with --kd_weight 0 and --ce_weight 0 nothing trains its head, so its perplexity would
+    # measure random weights; the log, the record and the card say so instead.
+    student_record = json.loads((out / "results.json").read_text())["student"]
+    assert results.student.metrics == {} and student_record["metrics"] == {}
+    assert "masked-LM head is not trained" in student_record["metrics_not_measured"]
+    assert "student mlm_loss" not in printed and "masked-LM head is not trained" in printed
+    card = (out / "README.md").read_text()
+    assert "perplexity" not in card.lower() and "masked-LM head is not trained" in card
     assert results.training.teacher_cache is False  # the relation loss reads the teacher at every step
     steps = [report.metrics for report in reports if report.stage == "train"]
     assert len(steps) > 8 and all({"cos", "attention_relation"} <= set(step) for step in steps)
