@@ -405,7 +405,8 @@ def _distilbert_attention(blocks: bool, matmul_softmax: bool = False):
             attention_function(module, matmul_softmax), **kwargs,
         )
         out_lin = module.out_lin
-        output = project(output, out_lin.weight, out_lin.bias, parts=column_blocks(out_lin.out_features) if blocks else 1)
+        out_parts = column_blocks(out_lin.out_features) if blocks else 1
+        output = project(output, out_lin.weight, out_lin.bias, parts=out_parts)
         return output.view_as(hidden_states), probabilities
 
     return forward

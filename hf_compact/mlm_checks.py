@@ -143,7 +143,8 @@ def untrained_mlm_head(objective, teacher, from_scratch: bool = False) -> str | 
         start = "it starts from the teacher's, which the teacher's checkpoint does not hold (initialised at random)"
     else:
         return None
-    return f"{start}, and neither the soft-target loss (--kd_weight 0) nor the masked-token loss (--ce_weight 0) trains it"
+    return (f"{start}, and neither the soft-target loss (--kd_weight 0) nor the masked-token loss (--ce_weight 0) "
+            "trains it")
 
 
 def seeded_masks(

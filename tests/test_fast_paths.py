@@ -172,9 +172,11 @@ def test_squeezebert_kernels_give_the_reference_and_transformers_numbers(groups,
     assert (counted[name] > 0) == kernel.fits(module)  # the kernel ran wherever it fits
 
 
-@pytest.mark.parametrize(
-    "name", ["attention_column_blocks", "attention_matmul_softmax", "fused_feed_forward", "fused_feed_forward_column_blocks"]
-)
+DISTILBERT_KERNELS = ["attention_column_blocks", "attention_matmul_softmax", "fused_feed_forward",
+                      "fused_feed_forward_column_blocks"]
+
+
+@pytest.mark.parametrize("name", DISTILBERT_KERNELS)
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_distilbert_kernels_give_the_reference_and_transformers_numbers(attn_implementation, activation, name,
