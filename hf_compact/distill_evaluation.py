@@ -77,11 +77,11 @@ def untrained_head(model_args, objective, teacher) -> str | None:
 
 
 def evaluate_student(task: str, student, loaders, accelerator, teacher_predictions, split: str,
-                     untrained_head: str | None = None) -> dict[str, float]:
-    """The student's metrics on `split`; none for a masked-LM student whose head is random weights (`untrained_head`
-    says why: `hf_compact.mlm_checks.untrained_mlm_head`)."""
+                     untrained: str | None = None) -> dict[str, float]:
+    """The student's metrics on `split`; none for a masked-LM student whose head is random weights (`untrained` says
+    why: `untrained_head`)."""
     if task == "mlm":
-        return {} if untrained_head else evaluate_mlm(student, loaders[split], accelerator)
+        return {} if untrained else evaluate_mlm(student, loaders[split], accelerator)
     return evaluate(student, loaders[split], accelerator, teacher_predictions[split])[0]
 
 
