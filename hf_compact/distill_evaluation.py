@@ -188,12 +188,14 @@ def optimizer_steps(completed_batches: int, batches_per_epoch: int, accumulation
 
 def distill_results(run, *, accelerator, teacher, student, objective, layer_map, init, data, history,
                     completed_batches, batches_per_epoch, teacher_cache_seconds, teacher_metrics, student_metrics,
-                    speed=None, pipeline_tag: str, transfer: dict | None = None) -> RunResults:
+                    speed=None, pipeline_tag: str, transfer: dict | None = None,
+                    untrained: str | None = None) -> RunResults:
     """The results record of a run (`results.json`). `run` holds the parsed flags as attributes `model`, `data`,
     `training` and `card` (the dataclasses). `transfer` (`TransferArguments.record`), when it says anything, goes
     into the training record: the examples without labels the run added and where they came from. A masked-LM
     teacher whose head the run does not use has no metrics in the record, and the record says why; so has a masked-LM
-    student whose head nothing trains (`student_metrics` is then empty)."""
+    student whose head is random weights (`untrained` says why, see `untrained_head`; `student_metrics` is then
+    empty)."""
     model_args, training_args = run.model, run.training
     split = "test" if model_args.task != "mlm" else "validation"
     unwrapped = accelerator.unwrap_model(student)
@@ -204,7 +206,6 @@ def distill_results(run, *, accelerator, teacher, student, objective, layer_map,
     unused = unused_mlm_head(teacher, objective.kd_weight) if model_args.task == "mlm" else None
     if unused:
         teacher_scores, teacher_notes = None, {"metrics_not_measured": f"its masked-LM head is not used: {unused}"}
-    untrained = untrained_head(model_args, objective, teacher)
     student_notes = {"metrics_not_measured": f"its masked-LM head is not trained: {untrained}"} if untrained else {}
     return RunResults(
         model_name=os.path.basename(os.path.abspath(training_args.output_dir)),

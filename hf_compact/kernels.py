@@ -41,6 +41,7 @@ Which of them is faster depends on the CPU, its BLAS and the shape of the input,
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -348,18 +349,11 @@ def _channels_first_conv(inputs: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     return F.conv1d(inputs, conv.weight, conv.bias, groups=conv.groups)
 
 
-def _squeezebert_layer_channels_first(matmul_softmax: bool = False):
+def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None, *, matmul_softmax: bool = False,
+                                      **kwargs):
     """The layer in SqueezeBERT's own layout: hidden states transposed once to (batch, channels, seq), every
-    projection a grouped 1x1 convolution, the attention on views of q, k and v, and back to (batch, seq, channels) at
-    the end."""
-
-    def forward(module, hidden_states, attention_mask=None, **kwargs):
-        return _channels_first_layer(module, hidden_states, attention_mask, matmul_softmax, **kwargs)
-
-    return forward
-
-
-def _channels_first_layer(module, hidden_states, attention_mask, matmul_softmax: bool, **kwargs):
+    projection a grouped 1x1 convolution, the attention on views of q, k and v (as `matmul_softmax_attention` with
+    `matmul_softmax`), and back to (batch, seq, channels) at the end."""
     attention = module.attention
     batch, length, channels = hidden_states.shape
     inputs = hidden_states.transpose(1, 2).contiguous()
@@ -474,12 +468,12 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         Kernel(
             "channels_first_layer",
             lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
-            _squeezebert_layer_channels_first(),
+            _squeezebert_layer_channels_first,
         ),
         Kernel(
             "channels_first_layer_matmul_softmax",
             lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
-            _squeezebert_layer_channels_first(matmul_softmax=True),
+            functools.partial(_squeezebert_layer_channels_first, matmul_softmax=True),
         ),
     ),
     "CompactDistilBertSelfAttention": (

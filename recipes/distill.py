@@ -302,7 +302,7 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
 
     results = final_results(run, accelerator, teacher, student, layer_map, data, tokenized, history,
                             completed_batches, len(loader), cache_seconds, teacher_metrics, teacher_predictions,
-                            eval_loaders)
+                            eval_loaders, untrained)
     save_outputs(accelerator, student, tokenizer, work_dir, results, run, data)
     report(Progress("done", step, total_steps, completed_batches / len(loader), results.student.metrics))
     accelerator.end_training()  # last: it also ends the process group
@@ -310,13 +310,14 @@ def training_function(run: RunArguments, progress: ProgressCallback | None = Non
 
 
 def final_results(run, accelerator, teacher, student, layer_map, data, tokenized, history, completed_batches,
-                  batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders) -> RunResults:
-    """The student's final scores (test split; validation for MLM), the latency ratio, and the results record."""
+                  batches_per_epoch, cache_seconds, teacher_metrics, teacher_predictions, eval_loaders,
+                  untrained: str | None) -> RunResults:
+    """The student's final scores (test split; validation for MLM; none when `untrained` says why its masked-LM head
+    is random weights), the latency ratio, and the results record."""
     model_args, args = run.model, run.training
     transfer = {split: len(tokenized[split]) for split in TRANSFER_SPLITS if split in tokenized}
     num_train_examples = len(tokenized["train"]) + sum(transfer.values())
     final_split = "validation" if model_args.task == "mlm" else "test"
-    untrained = untrained_head(model_args, run.objective, teacher)
     student_metrics = evaluate_student(model_args.task, student, eval_loaders, accelerator, teacher_predictions,
                                        final_split, untrained)
     accelerator.print(f"{final_split}: teacher {scores(teacher_metrics[final_split])} | student "
@@ -332,7 +333,8 @@ def final_results(run, accelerator, teacher, student, layer_map, data, tokenized
         init=init_description(model_args, accelerator.unwrap_model(student), num_train_examples), data=data,
         history=history, completed_batches=completed_batches, batches_per_epoch=batches_per_epoch,
         teacher_cache_seconds=cache_seconds, teacher_metrics=teacher_metrics, student_metrics=student_metrics,
-        speed=speed, pipeline_tag=TASKS[model_args.task][2], transfer=run.transfer.record(transfer))
+        speed=speed, pipeline_tag=TASKS[model_args.task][2], transfer=run.transfer.record(transfer),
+        untrained=untrained)
     return results
 
 
