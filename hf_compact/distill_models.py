@@ -108,12 +108,17 @@ def build_student(
     attn = "eager" if eager_attention else args.attn_implementation
     if args.student_init:
         return student_from_folder(args.student_init, args.task, teacher, args.layer_map, attn)
+    try:  # the config validates its shape (groups that divide the channels, whole heads) before weights are built
+        if args.init == "teacher":
+            student = convert_to_compact(teacher, args.student_type, layers=layers, **overrides)
+        else:
+            config = AutoConfig.for_model(args.student_type, **overrides)
+    except ValueError as error:
+        raise SystemExit(f"The student cannot be built: {error}") from None
     if args.init == "teacher":
-        student = convert_to_compact(teacher, args.student_type, layers=layers, **overrides)
         if attn:
             student.set_attn_implementation(attn)
         return student, layers
-    config = AutoConfig.for_model(args.student_type, **overrides)
     setattr(config, "n_layers" if args.student_type == "compact_distilbert" else "num_hidden_layers", num_layers)
     for name in ("vocab_size", "id2label", "label2id", "pad_token_id"):
         setattr(config, name, getattr(teacher.config, name))

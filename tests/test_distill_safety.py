@@ -47,6 +47,9 @@ def test_an_output_folder_that_cannot_be_created_fails_before_training(trained_t
     "flags, message",
     [
         (["--student_layers", "0"], "--student_layers must be positive"),
+        (["--student_feed_forward_groups", "0"], "--student_feed_forward_groups must be positive"),
+        (["--student_type", "compact_squeezebert", "--student_feed_forward_groups", "5"],
+         "The student cannot be built: intermediate_groups=5 is invalid"),
         (["--save_total_limit", "0"], "--save_total_limit must be positive"),
         (["--max_length", "100"], "--max_length 100 is longer than"),
     ],
