@@ -5,9 +5,11 @@ fewer, larger operations: grouped projections run as one batched matrix multiply
 the next step reads, the bias, residual and activation fused into it; q, k and v stay group-major so attention runs
 on each group's heads with no copies; for few tokens on several threads, projections split into column blocks
 that one batched matrix multiply shares out between the threads; a whole SqueezeBERT-style layer can run in
-SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are; and attention
-can run as two matrix multiplies around a float32 softmax (`matmul_softmax_attention`) instead of the configured
-implementation's kernel, which for short sequences, or in bfloat16, can be the slower one.
+SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are; projections
+can run on oneDNN's inner product (`onednn_projection`, the activation or residual fused into it) instead of the BLAS
+library behind `F.linear` and `torch.bmm`, which on some CPUs takes a slower vector path; and attention can run as two
+matrix multiplies around a float32 softmax (`matmul_softmax_attention`) instead of the configured implementation's
+kernel, which for short sequences, or in bfloat16, can be the slower one.
 
 Which of them is faster depends on the CPU, its BLAS and the shape of the input, so none is assumed to win:
 
@@ -165,6 +167,62 @@ def project(
         return block_major(inputs, weight, bias, groups, parts).transpose(0, 1).reshape(rows, out_channels)
     projected = block_major(inputs, weight, None, groups, parts).transpose(0, 1)
     return start.view(rows, parts, -1).add_(projected).view(rows, out_channels)
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's inner product as an operator (`torch.ops.mkldnn._linear_pointwise`, the
+    one torch's CPU compiler backend emits): x86 builds with oneDNN do."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _fused_activation(activation: Callable | None) -> tuple[str, str] | None:
+    """oneDNN's post-op (name, algorithm) computing `activation` in the projection's own pass, if it has one."""
+    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
+        return "gelu", "none"
+    if type(activation) is nn.ReLU:
+        return "relu", ""
+    return None
+
+
+def onednn_projection(
+    inputs: torch.Tensor,
+    projection: nn.Module,
+    activation: Callable | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(tokens, out) = `activation(projection(inputs))`, or `projection(inputs) + residual`, of 2-d `inputs` by
+    oneDNN's inner product, with the activation or the residual added in the same pass where oneDNN has a post-op.
+
+    `projection` is an `nn.Linear` or a grouped 1x1 convolution; a grouped one runs as one inner product per group,
+    each reading its input channels through a strided view and writing its output channels."""
+    weight, bias = projection.weight, projection.bias
+    out_channels = weight.shape[0]
+    weight = weight.view(out_channels, -1)
+    groups = getattr(projection, "groups", 1)
+    fused = _fused_activation(activation) if residual is None else None
+    linear = torch.ops.mkldnn._linear_pointwise
+
+    def one(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor | None):
+        if other is not None:
+            return linear.binary(rows, other, weight, bias, "add")
+        return linear(rows, weight, bias, *(fused[0], [], fused[1]) if fused else ("none", [], ""))
+
+    if groups == 1:
+        output = one(inputs, weight, bias, residual)
+    else:
+        output = inputs.new_empty(inputs.shape[0], out_channels)
+        per_in, per_out = inputs.shape[1] // groups, out_channels // groups
+        for group in range(groups):
+            columns = slice(group * per_out, (group + 1) * per_out)
+            output[:, columns] = one(
+                inputs[:, group * per_in : (group + 1) * per_in],
+                weight[columns],
+                bias[columns] if bias is not None else None,
+                residual[:, columns] if residual is not None else None,
+            )
+    if activation is not None and fused is None:
+        output = activation_in_place(activation, output)
+    return output
 
 
 def blocked_attention(
@@ -375,6 +433,27 @@ def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None
     return module.output.layernorm(output.transpose(1, 2)).contiguous()
 
 
+def _squeezebert_layer_onednn(module, hidden_states, attention_mask=None, *, matmul_softmax: bool = False, **kwargs):
+    """The layer on (tokens, channels) rows, every projection by `onednn_projection` (the activation and the residuals
+    in its passes), the attention on views of q, k and v (as `matmul_softmax_attention` with `matmul_softmax`)."""
+    attention = module.attention
+    batch, length, channels = hidden_states.shape
+    inputs = hidden_states.reshape(-1, channels)
+    head_shape = (batch, length, -1, attention.head_dim)
+    query, key, value = (
+        onednn_projection(inputs, projection).view(head_shape).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        for projection in (attention.query, attention.key, attention.value)
+    )
+    context, _ = attention_function(attention, matmul_softmax)(
+        attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
+    )
+    post = module.post_attention
+    hidden = post.layernorm(onednn_projection(context.reshape(-1, channels), post.conv1d, residual=inputs))
+    middle = onednn_projection(hidden, module.intermediate.conv1d, activation=module.intermediate.act)
+    output = onednn_projection(middle, module.output.conv1d, residual=hidden)
+    return module.output.layernorm(output).view_as(hidden_states)
+
+
 def _has_one_group(*convs: nn.Module) -> bool:
     return torch.get_num_threads() > 1 and any(conv.groups == 1 for conv in convs)
 
@@ -406,6 +485,23 @@ def _distilbert_attention(blocks: bool, matmul_softmax: bool = False):
     return forward
 
 
+def _distilbert_attention_onednn(module, hidden_states, attention_mask=None, *, matmul_softmax: bool = False,
+                                 **kwargs):
+    """The attention with q, k, v and the output projection by `onednn_projection`."""
+    batch, length, channels = hidden_states.shape
+    inputs = hidden_states.reshape(-1, channels)
+    head_shape = (batch, length, -1, module.head_dim)
+    query, key, value = (
+        onednn_projection(inputs, projection).view(head_shape).transpose(1, 2)
+        for projection in (module.q_lin, module.k_lin, module.v_lin)
+    )
+    output, probabilities = attention_function(module, matmul_softmax)(
+        module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs
+    )
+    output = onednn_projection(output.reshape(-1, channels), module.out_lin)
+    return output.view_as(hidden_states), probabilities
+
+
 def _distilbert_block_fits(module: nn.Module) -> bool:
     ffn = module.ffn
     return (
@@ -429,6 +525,16 @@ def _distilbert_block(blocks: bool):
         return module.output_layer_norm(result.view_as(hidden))
 
     return forward
+
+
+def _distilbert_block_onednn(module, hidden_states, attention_mask=None, **kwargs):
+    """The block with its feed-forward by `onednn_projection` (the activation and the residual in its passes)."""
+    attention_output, _ = module.attention(hidden_states, attention_mask=attention_mask, **kwargs)
+    hidden = module.sa_layer_norm(attention_output + hidden_states)
+    inputs = hidden.reshape(-1, hidden.shape[-1])
+    middle = onednn_projection(inputs, module.ffn.lin1, activation=module.ffn.activation)
+    result = onednn_projection(middle, module.ffn.lin2, residual=inputs)
+    return module.output_layer_norm(result.view_as(hidden))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -475,6 +581,16 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
             lambda m: _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
             functools.partial(_squeezebert_layer_channels_first, matmul_softmax=True),
         ),
+        Kernel(
+            "onednn_layer",
+            lambda m: onednn_available() and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            _squeezebert_layer_onednn,
+        ),
+        Kernel(
+            "onednn_layer_matmul_softmax",
+            lambda m: onednn_available() and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            functools.partial(_squeezebert_layer_onednn, matmul_softmax=True),
+        ),
     ),
     "CompactDistilBertSelfAttention": (
         Kernel(
@@ -484,6 +600,10 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         ),
         Kernel("attention_matmul_softmax", _distilbert_attention_fits,
                _distilbert_attention(blocks=False, matmul_softmax=True)),
+        Kernel("onednn_attention", lambda m: onednn_available() and _distilbert_attention_fits(m),
+               _distilbert_attention_onednn),
+        Kernel("onednn_attention_matmul_softmax", lambda m: onednn_available() and _distilbert_attention_fits(m),
+               functools.partial(_distilbert_attention_onednn, matmul_softmax=True)),
     ),
     "CompactDistilBertBlock": (
         Kernel("fused_feed_forward", _distilbert_block_fits, _distilbert_block(blocks=False)),
@@ -492,6 +612,8 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
             lambda m: _distilbert_block_fits(m) and torch.get_num_threads() > 1,
             _distilbert_block(blocks=True),
         ),
+        Kernel("onednn_feed_forward", lambda m: onednn_available() and _distilbert_block_fits(m),
+               _distilbert_block_onednn),
     ),
 }
 """Module class name -> the kernels that may replace its forward; each is measured against the module's own."""
@@ -775,6 +897,8 @@ __all__ = [
     "default_selector",
     "is_optimized",
     "machine_key",
+    "onednn_available",
+    "onednn_projection",
     "optimize",
     "optimized",
     "pick",

@@ -173,7 +173,8 @@ def test_squeezebert_kernels_give_the_reference_and_transformers_numbers(groups,
 
 
 DISTILBERT_KERNELS = ["attention_column_blocks", "attention_matmul_softmax", "fused_feed_forward",
-                      "fused_feed_forward_column_blocks"]
+                      "fused_feed_forward_column_blocks", "onednn_attention", "onednn_attention_matmul_softmax",
+                      "onednn_feed_forward"]
 
 
 @pytest.mark.parametrize("name", DISTILBERT_KERNELS)
@@ -183,7 +184,43 @@ def test_distilbert_kernels_give_the_reference_and_transformers_numbers(attn_imp
                                                                        threads, counted):
     model = _distilbert(attn_implementation, activation=activation)
     _assert_same_as_reference_and_upstream(model, Forced(name), attentions=attn_implementation == "eager", seed=6)
-    assert (counted[name] > 0) == (threads > 1 or name in ("fused_feed_forward", "attention_matmul_softmax"))
+    expected_to_run = threads > 1 if "column_blocks" in name else (kernels.onednn_available() or "onednn" not in name)
+    assert (counted[name] > 0) == expected_to_run
+
+
+def test_distilbert_kernel_list_is_complete():
+    classes = ("CompactDistilBertSelfAttention", "CompactDistilBertBlock")
+    listed = {kernel.name for name in classes for kernel in kernels.KERNELS[name]}
+    assert listed == set(DISTILBERT_KERNELS)
+
+
+@pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN inner product")
+@pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_new", None])
+@pytest.mark.parametrize("groups", [1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_projection_equals_the_projection(groups, activation, dtype):
+    torch.manual_seed(0)
+    model = _squeezebert((groups, groups, groups, 1, groups, groups), hidden_act=activation or "gelu").to(dtype)
+    projection = model.encoder.layers[0].intermediate.conv1d
+    act = model.encoder.layers[0].intermediate.act if activation else None
+    x = torch.randn(2, 7, 48, dtype=dtype)[:, :5].reshape(10, 48)  # rows of a larger tensor
+    residual = torch.randn(10, 96, dtype=dtype)
+    with torch.inference_mode():
+        reference = projection(x)
+        expected = act(reference) if act is not None else reference
+        got = kernels.onednn_projection(x, projection, activation=act)
+        got_residual = kernels.onednn_projection(x, projection, residual=residual)
+    tolerance = TOLERANCE if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got, expected, **tolerance)
+    torch.testing.assert_close(got_residual, reference + residual, **tolerance)
+
+
+def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
+        for module in model.modules():
+            for kernel in kernels.KERNELS.get(type(module).__name__, ()):
+                assert not (kernel.name.startswith("onednn") and kernel.fits(module))
 
 
 @pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_new"])
@@ -325,10 +362,8 @@ def test_measure_interleaves_the_candidates_and_keeps_each_ones_fastest_round():
 @pytest.mark.parametrize("winner", [REFERENCE, "fused_layer"])
 def test_a_kernel_that_loses_is_never_used_and_the_choice_is_cached(winner, kernel_cache, counted):
     clock = FakeClock({})
-    durations = {REFERENCE: 1.0, "fused_layer": 0.5 if winner == "fused_layer" else 2.0,
-                 "fused_layer_column_blocks": 3.0, "grouped_attention": 3.0, "grouped_attention_column_blocks": 3.0,
-                 "channels_first_layer": 3.0, "channels_first_layer_matmul_softmax": 3.0,
-                 "grouped_attention_matmul_softmax": 3.0}
+    durations = {**dict.fromkeys(KERNEL_NAMES, 3.0), REFERENCE: 1.0,
+                 "fused_layer": 0.5 if winner == "fused_layer" else 2.0}
     clock.durations = durations
     selector = KernelSelector(repeats=2, clock=clock)
 
@@ -353,7 +388,7 @@ def test_a_kernel_that_loses_is_never_used_and_the_choice_is_cached(winner, kern
     _run(model, input_ids, mask)  # the choice is made: no timing, the winner only
     assert counted["fused_layer"] == (2 if winner == "fused_layer" else 0)
     assert counted["grouped_attention"] == 0 and counted["fused_layer_column_blocks"] == 0
-    assert counted["channels_first_layer"] == counted["channels_first_layer_matmul_softmax"] == 0
+    assert all(counted[name] == 0 for name in SQUEEZEBERT_KERNELS if name != "fused_layer")
 
     stored = json.loads(kernel_cache.read_text())
     assert list(stored) == [kernels.machine_key()]
