@@ -184,6 +184,31 @@ def _fused_activation(activation: Callable | None) -> tuple[str, str] | None:
     return None
 
 
+def _onednn_linear(
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    fused: tuple[str, str] | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`rows @ weight.T + bias`, then the fused activation or plus `residual`, as one oneDNN inner product."""
+    linear = torch.ops.mkldnn._linear_pointwise
+    if residual is not None:
+        return linear.binary(rows, residual, weight, bias, "add")
+    return linear(rows, weight, bias, *(fused[0], [], fused[1]) if fused else ("none", [], ""))
+
+
+def _group_slices(projection: nn.Module, group: int, groups: int) -> tuple[slice, slice]:
+    """The (input channels, output channels) of one group of `projection` (weight (out, in / groups[, 1]))."""
+    per_in, per_out = projection.weight.shape[1], projection.weight.shape[0] // groups
+    return slice(group * per_in, (group + 1) * per_in), slice(group * per_out, (group + 1) * per_out)
+
+
+def _group_weights(projection: nn.Module, columns: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight, bias = projection.weight, projection.bias
+    return weight.view(weight.shape[0], -1)[columns], bias[columns] if bias is not None else None
+
+
 def onednn_projection(
     inputs: torch.Tensor,
     projection: nn.Module,
@@ -195,33 +220,43 @@ def onednn_projection(
 
     `projection` is an `nn.Linear` or a grouped 1x1 convolution; a grouped one runs as one inner product per group,
     each reading its input channels through a strided view and writing its output channels."""
-    weight, bias = projection.weight, projection.bias
-    out_channels = weight.shape[0]
-    weight = weight.view(out_channels, -1)
     groups = getattr(projection, "groups", 1)
     fused = _fused_activation(activation) if residual is None else None
-    linear = torch.ops.mkldnn._linear_pointwise
-
-    def one(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor | None):
-        if other is not None:
-            return linear.binary(rows, other, weight, bias, "add")
-        return linear(rows, weight, bias, *(fused[0], [], fused[1]) if fused else ("none", [], ""))
-
     if groups == 1:
-        output = one(inputs, weight, bias, residual)
+        output = _onednn_linear(inputs, *_group_weights(projection, slice(None)), fused, residual)
     else:
-        output = inputs.new_empty(inputs.shape[0], out_channels)
-        per_in, per_out = inputs.shape[1] // groups, out_channels // groups
+        output = inputs.new_empty(inputs.shape[0], projection.weight.shape[0])
         for group in range(groups):
-            columns = slice(group * per_out, (group + 1) * per_out)
-            output[:, columns] = one(
-                inputs[:, group * per_in : (group + 1) * per_in],
-                weight[columns],
-                bias[columns] if bias is not None else None,
-                residual[:, columns] if residual is not None else None,
+            channels_in, channels_out = _group_slices(projection, group, groups)
+            output[:, channels_out] = _onednn_linear(
+                inputs[:, channels_in], *_group_weights(projection, channels_out), fused,
+                residual[:, channels_out] if residual is not None else None,
             )
     if activation is not None and fused is None:
         output = activation_in_place(activation, output)
+    return output
+
+
+def onednn_feed_forward(inputs: torch.Tensor, up: nn.Module, activation: Callable, down: nn.Module) -> torch.Tensor:
+    """`down(activation(up(inputs))) + inputs` on 2-d `inputs` by oneDNN's inner product, for projections with the
+    same groups (one for `nn.Linear`): group `k` of the output reads only group `k` of the activations, so each group
+    runs up and down in turn and only one group's activations exist at a time."""
+    groups = getattr(up, "groups", 1)
+    if getattr(down, "groups", 1) != groups:
+        raise ValueError(f"Projections of {groups} and {getattr(down, 'groups', 1)} groups; equal ones are needed.")
+    if groups == 1:
+        return onednn_projection(onednn_projection(inputs, up, activation), down, residual=inputs)
+    output = inputs.new_empty(inputs.shape[0], down.weight.shape[0])
+    fused = _fused_activation(activation)
+    for group in range(groups):
+        channels_in, middle_channels = _group_slices(up, group, groups)
+        middle = _onednn_linear(inputs[:, channels_in], *_group_weights(up, middle_channels), fused)
+        if fused is None:
+            middle = activation_in_place(activation, middle)
+        _, channels_out = _group_slices(down, group, groups)
+        output[:, channels_out] = _onednn_linear(
+            middle, *_group_weights(down, channels_out), residual=inputs[:, channels_out]
+        )
     return output
 
 
@@ -449,8 +484,11 @@ def _squeezebert_layer_onednn(module, hidden_states, attention_mask=None, *, mat
     )
     post = module.post_attention
     hidden = post.layernorm(onednn_projection(context.reshape(-1, channels), post.conv1d, residual=inputs))
-    middle = onednn_projection(hidden, module.intermediate.conv1d, activation=module.intermediate.act)
-    output = onednn_projection(middle, module.output.conv1d, residual=hidden)
+    up, down = module.intermediate.conv1d, module.output.conv1d
+    if up.groups == down.groups:
+        output = onednn_feed_forward(hidden, up, module.intermediate.act, down)
+    else:
+        output = onednn_projection(onednn_projection(hidden, up, module.intermediate.act), down, residual=hidden)
     return module.output.layernorm(output).view_as(hidden_states)
 
 
@@ -532,8 +570,7 @@ def _distilbert_block_onednn(module, hidden_states, attention_mask=None, **kwarg
     attention_output, _ = module.attention(hidden_states, attention_mask=attention_mask, **kwargs)
     hidden = module.sa_layer_norm(attention_output + hidden_states)
     inputs = hidden.reshape(-1, hidden.shape[-1])
-    middle = onednn_projection(inputs, module.ffn.lin1, activation=module.ffn.activation)
-    result = onednn_projection(middle, module.ffn.lin2, residual=inputs)
+    result = onednn_feed_forward(inputs, module.ffn.lin1, module.ffn.activation, module.ffn.lin2)
     return module.output_layer_norm(result.view_as(hidden))
 
 
@@ -898,6 +935,7 @@ __all__ = [
     "is_optimized",
     "machine_key",
     "onednn_available",
+    "onednn_feed_forward",
     "onednn_projection",
     "optimize",
     "optimized",

@@ -215,6 +215,21 @@ def test_onednn_projection_equals_the_projection(groups, activation, dtype):
     torch.testing.assert_close(got_residual, reference + residual, **tolerance)
 
 
+@pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN inner product")
+@pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_new"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_onednn_feed_forward_equals_the_projections(groups, activation):
+    block = _squeezebert((3, 3, 3, 1, groups, groups), hidden_act=activation).encoder.layers[0]
+    x = torch.randn(2, 9, 48)[:, 2:].reshape(14, 48)
+    with torch.inference_mode():
+        expected = block.output.conv1d(block.intermediate(x)) + x
+        got = kernels.onednn_feed_forward(x, block.intermediate.conv1d, block.intermediate.act, block.output.conv1d)
+    torch.testing.assert_close(got, expected, **TOLERANCE)
+    with pytest.raises(ValueError, match="equal ones are needed"):
+        other_groups = block.attention.query if groups == 1 else block.post_attention.conv1d
+        kernels.onednn_feed_forward(x, block.intermediate.conv1d, block.intermediate.act, other_groups)
+
+
 def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
