@@ -372,7 +372,8 @@ def cuda_memory(models: dict, args, sizes: dict, dtype: torch.dtype) -> dict[str
 
 # The operators that run the matrix products on CPU (SqueezeBertModel's 1x1 convolutions are matrix products too),
 # and the fused attention kernels.
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+              "mkldnn::_linear_pointwise")
 ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")
 
 

@@ -237,6 +237,68 @@ def onednn_projection(
     return output
 
 
+_stacked_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _parameters_key(projections: tuple[nn.Module, ...]) -> tuple:
+    """What identifies the current values of the projections' parameters: the tensors themselves (weakly), their
+    storage and their in-place version counters (an optimizer step or `load_state_dict` raises them)."""
+    tensors = [tensor for projection in projections for tensor in (projection.weight, projection.bias)
+               if tensor is not None]
+    return tuple((weakref.ref(tensor), tensor.data_ptr(), tensor._version, tensor.dtype) for tensor in tensors)
+
+
+def _same_parameters(stored: tuple, current: tuple) -> bool:
+    return len(stored) == len(current) and all(
+        old[0]() is new[0]() and old[1:] == new[1:] for old, new in zip(stored, current, strict=True)
+    )
+
+
+def stacked_weights(owner: nn.Module, projections: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weights and biases of `projections` (of equal shapes and groups, all with biases or none) stacked group by
+    group: the rows of group `k` are group `k` of each projection in turn, so one inner product per group computes
+    all of them. Kept for `owner` (one copy of those weights) and stacked again whenever a parameter is replaced or
+    changed in place through autograd's view of it (optimizer steps, `load_state_dict`, `torch.nn.init`, dtype
+    changes); `optimize` and `restore` drop the copies, so after edits through `.data`, which torch does not count,
+    optimize the model again."""
+    if len({projection.bias is None for projection in projections}) > 1:
+        raise ValueError("Stacked projections need biases on all of them or on none.")
+    key = _parameters_key(projections)
+    entry = _stacked_weights.get(owner)
+    if entry is not None and _same_parameters(entry[0], key):
+        return entry[1]
+    groups = getattr(projections[0], "groups", 1)
+    with torch.no_grad():
+        weights = [projection.weight.view(groups, -1, projection.weight.shape[1]) for projection in projections]
+        weight = torch.stack(weights, dim=1).reshape(-1, weights[0].shape[-1])
+        bias = None
+        if projections[0].bias is not None:
+            bias = torch.stack([projection.bias.view(groups, -1) for projection in projections], dim=1).reshape(-1)
+    _stacked_weights[owner] = (key, (weight, bias))
+    return weight, bias
+
+
+def onednn_stacked_projection(
+    inputs: torch.Tensor, owner: nn.Module, projections: tuple[nn.Module, ...]
+) -> torch.Tensor:
+    """(tokens, len(projections), out) = each of `projections` (equal shapes and groups, all with biases or none) of
+    2-d `inputs`, as one oneDNN inner product per group on their stacked weights (see `stacked_weights`)."""
+    weight, bias = stacked_weights(owner, projections)
+    count, groups = len(projections), getattr(projections[0], "groups", 1)
+    if groups == 1:
+        return _onednn_linear(inputs, weight, bias).view(inputs.shape[0], count, -1)
+    out_channels = projections[0].weight.shape[0]
+    output = inputs.new_empty(inputs.shape[0], count, out_channels)
+    per_in, per_out = inputs.shape[1] // groups, out_channels // groups
+    rows = count * per_out
+    for group in range(groups):
+        output[:, :, group * per_out : (group + 1) * per_out] = _onednn_linear(
+            inputs[:, group * per_in : (group + 1) * per_in], weight[group * rows : (group + 1) * rows],
+            bias[group * rows : (group + 1) * rows] if bias is not None else None,
+        ).view(-1, count, per_out)
+    return output
+
+
 def onednn_feed_forward(inputs: torch.Tensor, up: nn.Module, activation: Callable, down: nn.Module) -> torch.Tensor:
     """`down(activation(up(inputs))) + inputs` on 2-d `inputs` by oneDNN's inner product, for projections with the
     same groups (one for `nn.Linear`): group `k` of the output reads only group `k` of the activations, so each group
@@ -475,10 +537,8 @@ def _squeezebert_layer_onednn(module, hidden_states, attention_mask=None, *, mat
     batch, length, channels = hidden_states.shape
     inputs = hidden_states.reshape(-1, channels)
     head_shape = (batch, length, -1, attention.head_dim)
-    query, key, value = (
-        onednn_projection(inputs, projection).view(head_shape).transpose(1, 2)  # (batch, heads, seq, head_dim)
-        for projection in (attention.query, attention.key, attention.value)
-    )
+    stacked = onednn_stacked_projection(inputs, attention, (attention.query, attention.key, attention.value))
+    query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
     context, _ = attention_function(attention, matmul_softmax)(
         attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
     )
@@ -529,10 +589,14 @@ def _distilbert_attention_onednn(module, hidden_states, attention_mask=None, *, 
     batch, length, channels = hidden_states.shape
     inputs = hidden_states.reshape(-1, channels)
     head_shape = (batch, length, -1, module.head_dim)
-    query, key, value = (
-        onednn_projection(inputs, projection).view(head_shape).transpose(1, 2)
-        for projection in (module.q_lin, module.k_lin, module.v_lin)
-    )
+    projections = (module.q_lin, module.k_lin, module.v_lin)
+    if len({projection.bias is None for projection in projections}) == 1:
+        stacked = onednn_stacked_projection(inputs, module, projections)
+        query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
+    else:
+        query, key, value = (
+            onednn_projection(inputs, projection).view(head_shape).transpose(1, 2) for projection in projections
+        )
     output, probabilities = attention_function(module, matmul_softmax)(
         module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs
     )
@@ -872,6 +936,7 @@ def optimize(model: nn.Module, selector: KernelSelector | None = None) -> nn.Mod
     machine for the call's shape class, or the module's own forward wherever a kernel may not run. Calling it again
     changes nothing; `restore(model)` undoes it."""
     for module in model.modules():
+        _stacked_weights.pop(module, None)
         kernels = KERNELS.get(type(module).__name__)
         if kernels and _DISPATCH not in vars(module):
             setattr(module, _DISPATCH, vars(module).get("forward"))
@@ -882,6 +947,7 @@ def optimize(model: nn.Module, selector: KernelSelector | None = None) -> nn.Mod
 def restore(model: nn.Module) -> nn.Module:
     """Remove what `optimize` attached: every module runs its own forward again. Returns `model`."""
     for module in model.modules():
+        _stacked_weights.pop(module, None)
         if _DISPATCH in vars(module):
             previous = vars(module).pop(_DISPATCH)
             if previous is None:
@@ -937,6 +1003,7 @@ __all__ = [
     "onednn_available",
     "onednn_feed_forward",
     "onednn_projection",
+    "onednn_stacked_projection",
     "optimize",
     "optimized",
     "pick",

@@ -230,6 +230,35 @@ def test_onednn_feed_forward_equals_the_projections(groups, activation):
         kernels.onednn_feed_forward(x, block.intermediate.conv1d, block.intermediate.act, other_groups)
 
 
+@pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN inner product")
+@pytest.mark.parametrize(("family", "name"), [("squeezebert", "onednn_layer"), ("distilbert", "onednn_attention")])
+def test_stacked_query_key_value_weights_follow_the_parameters(family, name, counted):
+    """The kernels keep q, k and v stacked; a stacked copy of old weights would give old numbers."""
+    build = (lambda: _squeezebert((3, 3, 3, 1, 3, 3))) if family == "squeezebert" else _distilbert
+    model = optimize(build(), Forced(name))
+    input_ids, mask = _padded_batch()
+
+    def assert_reference_numbers():
+        reference = type(model)(model.config).eval()  # not optimized
+        reference.load_state_dict(model.state_dict())
+        expected = _run(reference, input_ids, mask).last_hidden_state
+        torch.testing.assert_close(_run(model, input_ids, mask).last_hidden_state, expected, **TOLERANCE)
+
+    assert_reference_numbers()
+    torch.manual_seed(1)
+    model.load_state_dict(type(model)(model.config).state_dict())  # new values, same tensors
+    assert_reference_numbers()
+    with torch.no_grad():  # an optimizer step
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    assert_reference_numbers()
+    attention = model.encoder.layers[0].attention if family == "squeezebert" else model.transformer.layer[0].attention
+    projection = attention.value if family == "squeezebert" else attention.v_lin
+    projection.bias = torch.nn.Parameter(torch.randn_like(projection.bias))  # a new tensor
+    assert_reference_numbers()
+    assert counted[name] > 0
+
+
 def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
