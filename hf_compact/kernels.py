@@ -175,6 +175,18 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def onednn_fits(module: nn.Module) -> bool:
+    """Whether oneDNN's inner product can compute `module`'s projections: float32, or bfloat16 where this CPU has
+    oneDNN's bfloat16 path (float16 and float64 have none on most CPUs)."""
+    if not onednn_available():
+        return False
+    dtype = next(module.parameters()).dtype
+    if dtype == torch.bfloat16:
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return supported is not None and supported()
+    return dtype == torch.float32
+
+
 def _fused_activation(activation: Callable | None) -> tuple[str, str] | None:
     """oneDNN's post-op (name, algorithm) computing `activation` in the projection's own pass, if it has one."""
     if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
@@ -684,12 +696,12 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         ),
         Kernel(
             "onednn_layer",
-            lambda m: onednn_available() and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            lambda m: onednn_fits(m) and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
             _squeezebert_layer_onednn,
         ),
         Kernel(
             "onednn_layer_matmul_softmax",
-            lambda m: onednn_available() and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
+            lambda m: onednn_fits(m) and _squeezebert_layer_fits(m) and _attention_computed_inline(m.attention),
             functools.partial(_squeezebert_layer_onednn, matmul_softmax=True),
         ),
     ),
@@ -701,9 +713,9 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         ),
         Kernel("attention_matmul_softmax", _distilbert_attention_fits,
                _distilbert_attention(blocks=False, matmul_softmax=True)),
-        Kernel("onednn_attention", lambda m: onednn_available() and _distilbert_attention_fits(m),
+        Kernel("onednn_attention", lambda m: onednn_fits(m) and _distilbert_attention_fits(m),
                _distilbert_attention_onednn),
-        Kernel("onednn_attention_matmul_softmax", lambda m: onednn_available() and _distilbert_attention_fits(m),
+        Kernel("onednn_attention_matmul_softmax", lambda m: onednn_fits(m) and _distilbert_attention_fits(m),
                functools.partial(_distilbert_attention_onednn, matmul_softmax=True)),
     ),
     "CompactDistilBertBlock": (
@@ -713,7 +725,7 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
             lambda m: _distilbert_block_fits(m) and torch.get_num_threads() > 1,
             _distilbert_block(blocks=True),
         ),
-        Kernel("onednn_feed_forward", lambda m: onednn_available() and _distilbert_block_fits(m),
+        Kernel("onednn_feed_forward", lambda m: onednn_fits(m) and _distilbert_block_fits(m),
                _distilbert_block_onednn),
     ),
 }
@@ -1002,6 +1014,7 @@ __all__ = [
     "machine_key",
     "onednn_available",
     "onednn_feed_forward",
+    "onednn_fits",
     "onednn_projection",
     "onednn_stacked_projection",
     "optimize",

@@ -259,6 +259,33 @@ def test_stacked_query_key_value_weights_follow_the_parameters(family, name, cou
     assert counted[name] > 0
 
 
+@pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN inner product")
+@pytest.mark.parametrize("name", ["onednn_layer", "onednn_attention", "onednn_feed_forward"])
+def test_onednn_kernels_of_a_bfloat16_model_stay_near_its_reference(name, counted):
+    model = (_squeezebert((3, 3, 3, 1, 3, 3)) if name == "onednn_layer" else _distilbert()).to(torch.bfloat16)
+    if not kernels.onednn_fits(model):
+        pytest.skip("no oneDNN bfloat16 path on this CPU")
+    input_ids, mask = _padded_batch()
+    real = mask.bool()
+    expected = _run(model, input_ids, mask).last_hidden_state.float()
+    with optimized(model, Forced(name)):
+        got = _run(model, input_ids, mask).last_hidden_state.float()
+    assert counted[name] > 0
+    torch.testing.assert_close(got[real], expected[real], atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+@pytest.mark.parametrize("family", ["squeezebert", "distilbert"])
+def test_a_dtype_onednn_cannot_compute_runs_the_other_computations(family, dtype, counted):
+    model = (_squeezebert((3, 3, 3, 1, 3, 3)) if family == "squeezebert" else _distilbert()).to(dtype)
+    input_ids, mask = _padded_batch()
+    expected = _run(model, input_ids, mask).last_hidden_state
+    with optimized(model, KernelSelector(cache_path=None, repeats=1)):
+        got = _run(model, input_ids, mask).last_hidden_state
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
+    assert not any(calls for name, calls in counted.items() if name.startswith("onednn"))
+
+
 def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
