@@ -127,7 +127,11 @@ class DemoArguments:
                           "the CPU threads. auto: 2 on a CPU with at least 2 cores, 1 on a GPU. With 1, the runs "
                           "are trained one after the other in this process."},
     )
-    speed_repeats: int = 3
+    speed_repeats: int = field(
+        default=5,
+        metadata={"help": "Timed passes over the texts of each speed measurement, their median reported: the ratios "
+                          "between models move less from run to run with more."},
+    )
     export: str = field(
         default="bf16,int8",
         metadata={"help": "Lower-precision variants of the teacher and the published students, each checked on the "
