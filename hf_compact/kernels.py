@@ -178,9 +178,10 @@ def onednn_available() -> bool:
 def onednn_fits(module: nn.Module) -> bool:
     """Whether oneDNN's inner product can compute `module`'s projections: float32, or bfloat16 where this CPU has
     oneDNN's bfloat16 path (float16 and float64 have none on most CPUs)."""
-    if not onednn_available():
+    parameter = next(module.parameters(), None)  # none where the projections are quantised modules
+    if parameter is None or not onednn_available():
         return False
-    dtype = next(module.parameters()).dtype
+    dtype = parameter.dtype
     if dtype == torch.bfloat16:
         supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
         return supported is not None and supported()

@@ -286,6 +286,16 @@ def test_a_dtype_onednn_cannot_compute_runs_the_other_computations(family, dtype
     assert not any(calls for name, calls in counted.items() if name.startswith("onednn"))
 
 
+def test_a_dynamically_quantised_model_runs_its_own_forward(counted):
+    """Its attention holds no float parameters, only quantised projections: no kernel fits, nothing breaks."""
+    model = torch.ao.quantization.quantize_dynamic(_distilbert(), {torch.nn.Linear}, dtype=torch.qint8)
+    input_ids, mask = _padded_batch()
+    expected = _run(model, input_ids, mask).last_hidden_state
+    with optimized(model, KernelSelector(cache_path=None, repeats=1)):
+        torch.testing.assert_close(_run(model, input_ids, mask).last_hidden_state, expected)
+    assert not any(counted.values())
+
+
 def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
