@@ -602,19 +602,20 @@ def _distilbert_attention_onednn(module, hidden_states, attention_mask=None, *, 
     batch, length, channels = hidden_states.shape
     inputs = hidden_states.reshape(-1, channels)
     head_shape = (batch, length, -1, module.head_dim)
-    projections = (module.q_lin, module.k_lin, module.v_lin)
-    if len({projection.bias is None for projection in projections}) == 1:
-        stacked = onednn_stacked_projection(inputs, module, projections)
-        query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
-    else:
-        query, key, value = (
-            onednn_projection(inputs, projection).view(head_shape).transpose(1, 2) for projection in projections
-        )
+    stacked = onednn_stacked_projection(inputs, module, (module.q_lin, module.k_lin, module.v_lin))
+    query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
     output, probabilities = attention_function(module, matmul_softmax)(
         module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs
     )
     output = onednn_projection(output.reshape(-1, channels), module.out_lin)
     return output.view_as(hidden_states), probabilities
+
+
+def _distilbert_attention_onednn_fits(module: nn.Module) -> bool:
+    """The oneDNN attention stacks q, k and v: they need biases on all of them or on none."""
+    projections = (module.q_lin, module.k_lin, module.v_lin)
+    return (onednn_fits(module) and _distilbert_attention_fits(module)
+            and len({projection.bias is None for projection in projections}) == 1)
 
 
 def _distilbert_block_fits(module: nn.Module) -> bool:
@@ -714,9 +715,8 @@ KERNELS: dict[str, tuple[Kernel, ...]] = {
         ),
         Kernel("attention_matmul_softmax", _distilbert_attention_fits,
                _distilbert_attention(blocks=False, matmul_softmax=True)),
-        Kernel("onednn_attention", lambda m: onednn_fits(m) and _distilbert_attention_fits(m),
-               _distilbert_attention_onednn),
-        Kernel("onednn_attention_matmul_softmax", lambda m: onednn_fits(m) and _distilbert_attention_fits(m),
+        Kernel("onednn_attention", _distilbert_attention_onednn_fits, _distilbert_attention_onednn),
+        Kernel("onednn_attention_matmul_softmax", _distilbert_attention_onednn_fits,
                functools.partial(_distilbert_attention_onednn, matmul_softmax=True)),
     ),
     "CompactDistilBertBlock": (

@@ -296,6 +296,17 @@ def test_a_dynamically_quantised_model_runs_its_own_forward(counted):
     assert not any(counted.values())
 
 
+def test_the_onednn_attention_needs_biases_on_all_of_q_k_v_or_none(counted):
+    model = _distilbert()
+    for layer in model.transformer.layer:
+        layer.attention.k_lin.bias = None
+    input_ids, mask = _padded_batch()
+    expected = _run(model, input_ids, mask).last_hidden_state
+    with optimized(model, Forced("onednn_attention")):
+        torch.testing.assert_close(_run(model, input_ids, mask).last_hidden_state, expected, **TOLERANCE)
+    assert counted["onednn_attention"] == 0
+
+
 def test_onednn_kernels_are_no_candidates_without_onednn(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     for model in (_squeezebert((2, 2, 2, 1, 2, 2)), _distilbert()):
