@@ -24,6 +24,9 @@ os.environ.setdefault("HF_COMPACT_KERNEL_CACHE", os.path.join(_KERNEL_CACHE, "ke
 # The suite's models are tiny (hidden size 32): sharing each small matrix product between threads costs more than it
 # saves, and far more when other processes hold the cores. Tests of thread-dependent code set their own count.
 torch.set_num_threads(1)
+# The same for the scripts the tests start (the demo, the benchmarks, the recipes under accelerate launch): with the
+# cores taken by the suite's workers, threads that wait on each other spend CPU time spinning instead of working.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS = [f"w{i}" for i in range(50)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS

@@ -1,7 +1,6 @@
 """`compare_speed`: every engine timed on the same batches, in an order that lets no engine slow down another."""
 
 import numpy as np
-import pytest
 from transformers import BertTokenizer
 
 from hf_compact.benchmarking import compare_speed
@@ -51,20 +50,3 @@ def test_each_model_runs_its_whole_pass_before_the_next_starts(tokenizer_dir):
     assert starts[:3] != starts[3:6]  # the order rotates from one repeat to the next
     assert set(speed["models"]) == {"a", "b", "c"}
 
-
-def test_onnx_runtime_threads_sleep_between_calls_unless_asked_to_spin(tmp_path, trained_teacher):
-    pytest.importorskip("onnxruntime")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from hf_compact.onnx_export import OnnxClassifier, export_onnx
-
-    model = AutoModelForSequenceClassification.from_pretrained(trained_teacher).eval()
-    tokenizer = AutoTokenizer.from_pretrained(trained_teacher)
-    path = export_onnx(model, tmp_path / "model.onnx")
-    entry = "session.intra_op.allow_spinning"
-    sleeping = OnnxClassifier(path, tokenizer, num_threads=2)
-    spinning = OnnxClassifier(path, tokenizer, num_threads=2, spin_wait=True)
-    assert sleeping.session.get_session_options().get_session_config_entry(entry) == "0"
-    assert spinning.session.get_session_options().get_session_config_entry(entry) == "1"
-    texts = ["a short text", "a somewhat longer text than the first one"]
-    np.testing.assert_allclose(sleeping.logits(texts), spinning.logits(texts), atol=1e-6)

@@ -87,13 +87,12 @@ def test_export_keeps_training_mode_and_raises_on_mismatch(tmp_path, monkeypatch
         export_onnx(model, tmp_path / "model.onnx", sequence_length=65)
 
 
-def test_verify_onnx_names_missing_inputs(tmp_path):
-    model = hf_compact.CompactSqueezeBertForSequenceClassification(CONFIGS["CompactSqueezeBert"]())
-    path = export_onnx(model, tmp_path / "model.onnx")
-    inputs = dummy_inputs(model)
+def test_verify_onnx_names_missing_inputs(exported_student):
+    student, fp32, _ = exported_student
+    inputs = dummy_inputs(student)
     del inputs["token_type_ids"]
     with pytest.raises(ValueError, match=r"inputs lacks \['token_type_ids'\]"):
-        verify_onnx(model, path, inputs)
+        verify_onnx(student, fp32, inputs)
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +141,27 @@ def test_int8_quantisation_keeps_predictions(exported_student, tokenizer):
         quantize_onnx_int8(fp32, fp32)
 
 
-def test_onnx_classifier_needs_labels(tmp_path, tokenizer):
-    model = hf_compact.CompactDistilBertForSequenceClassification(CONFIGS["CompactDistilBert"]())
-    path = export_onnx(model, tmp_path / "model.onnx")
-    proto = onnx.load(path)
+def test_onnx_classifier_needs_labels(exported_student, tmp_path, tokenizer):
+    student, fp32, _ = exported_student
+    path = str(tmp_path / "model.onnx")
+    proto = onnx.load(fp32)
     del proto.metadata_props[:]
     onnx.save(proto, path)
     with pytest.raises(ValueError, match="carries no label metadata"):
         OnnxClassifier(path, tokenizer)
-    result = OnnxClassifier(path, tokenizer, config=model.config)(["w1 w2"], top_k=None)
-    assert [item["label"] for item in result[0]] != []
+    result = OnnxClassifier(path, tokenizer, config=student.config)(["w1 w2"], top_k=None)
+    assert sorted(item["label"] for item in result[0]) == ["negative", "positive"]
+
+
+def test_onnx_runtime_threads_sleep_between_calls_unless_asked_to_spin(exported_student, tokenizer):
+    _, fp32, _ = exported_student
+    entry = "session.intra_op.allow_spinning"
+    sleeping = OnnxClassifier(fp32, tokenizer, num_threads=2)
+    spinning = OnnxClassifier(fp32, tokenizer, num_threads=2, spin_wait=True)
+    assert sleeping.session.get_session_options().get_session_config_entry(entry) == "0"
+    assert spinning.session.get_session_options().get_session_config_entry(entry) == "1"
+    texts = ["a short text", "a somewhat longer text than the first one"]
+    np.testing.assert_allclose(sleeping.logits(texts), spinning.logits(texts), atol=1e-6)
 
 
 @pytest.mark.slow
