@@ -14,9 +14,8 @@ $(BIN)/python:
 # a multi-GB CUDA build. A wheel already on disk (pip's find-links) is used when there is one; its dependencies come
 # with the project's own in the next step.
 $(VENV)/.torch: | $(BIN)/python
-	if $(BIN)/pip install --quiet --no-index --no-deps torch==$(TORCH_VERSION) 2>/dev/null; then \
-		true; \
-	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	$(BIN)/pip install --quiet --no-index --no-deps torch==$(TORCH_VERSION) 2>/dev/null || \
+	if command -v nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
 	else \
 		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX); \
