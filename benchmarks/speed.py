@@ -329,6 +329,7 @@ def benchmark(args, device: str, dtype: torch.dtype, sizes: dict, memory: dict) 
         "device": device,
         "device_name": environment["hardware"],
         "cpu_flags": environment["cpu_flags"],
+        "instruction_set_limits": environment["instruction_set_limits"],
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "python": environment["python"],
@@ -426,7 +427,8 @@ def profile_model(args, sizes: dict) -> None:
 
 
 def print_table(result: dict):
-    print(f"\n{result['device_name']} | {result['dtype']} | threads {result['threads']} | "
+    limits = "".join(f" {name}={value}" for name, value in result.get("instruction_set_limits", {}).items())
+    print(f"\n{result['device_name']}{limits} | {result['dtype']} | threads {result['threads']} | "
           f"torch {result['torch']} | transformers {result['transformers']} | "
           f"matmul peak {result['peak_gflop_per_s']:.1f} GFLOP/s ("
           + ", ".join(f"{engine} {rate:.1f}" for engine, rate in result["peak_gflop_per_s_by_engine"].items()) + ")")

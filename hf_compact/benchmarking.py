@@ -15,6 +15,7 @@ repeated passes.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import time
@@ -64,6 +65,16 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# Environment variables that cap the instruction sets torch's libraries use (oneDNN, MKL, ATen's own kernels): with
+# them a CPU runs as one without its newer extensions, so its timings are not its own.
+INSTRUCTION_SET_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def instruction_set_limits() -> dict[str, str]:
+    """The instruction-set caps set in the environment (see `INSTRUCTION_SET_LIMITS`), name -> value."""
+    return {name: os.environ[name] for name in INSTRUCTION_SET_LIMITS if os.environ.get(name)}
+
+
 def environment_info() -> dict:
     """What a timing depends on: hardware, threads and library versions."""
     import transformers
@@ -71,6 +82,7 @@ def environment_info() -> dict:
     return {
         "hardware": hardware_name(),
         "cpu_flags": cpu_flags(),
+        "instruction_set_limits": instruction_set_limits(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -202,4 +214,7 @@ def compare_speed(
     }
 
 
-__all__ = ["compare_speed", "cpu_name", "environment_info", "hardware_name", "median_batch_ms", "serving"]
+__all__ = [
+    "compare_speed", "cpu_name", "environment_info", "hardware_name", "instruction_set_limits", "median_batch_ms",
+    "serving",
+]

@@ -747,10 +747,13 @@ def default_cache_path() -> str:
 
 
 def machine_key() -> str:
-    """What a timing depends on besides the shape: CPU model and vector extensions, torch version, threads."""
-    from .benchmarking import cpu_flags, cpu_name
+    """What a timing depends on besides the shape: CPU model and vector extensions (and any cap on the ones torch's
+    libraries use), torch version, threads."""
+    from .benchmarking import cpu_flags, cpu_name, instruction_set_limits
 
-    return f"{cpu_name()} [{' '.join(cpu_flags())}] torch {torch.__version__}, {torch.get_num_threads()} threads"
+    cpu = f"{cpu_name()} [{' '.join(cpu_flags())}]"
+    cpu += "".join(f" {name}={value}" for name, value in instruction_set_limits().items())
+    return f"{cpu} torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _power_of_two(value: int) -> int:

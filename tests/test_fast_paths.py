@@ -490,6 +490,27 @@ def test_a_kernel_that_loses_is_never_used_and_the_choice_is_cached(winner, kern
     assert again.choices() == selector.choices()
 
 
+def test_choices_made_under_an_instruction_set_cap_are_kept_apart(tmp_path, monkeypatch):
+    """With oneDNN, MKL or ATen capped to older extensions (as for timing an AVX2-only CPU on a newer one), the
+    kernels run other code: the uncapped choices are not read, and the cap is recorded with the timings."""
+    from hf_compact.benchmarking import INSTRUCTION_SET_LIMITS, environment_info
+
+    for name in INSTRUCTION_SET_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "kernels.json"
+    cache.write_text(json.dumps({kernels.machine_key(): {"a shape": {"kernel": REFERENCE, "ms": {}}}}))
+    assert KernelSelector(cache).choices() == {"a shape": {"kernel": REFERENCE, "ms": {}}}
+    assert environment_info()["instruction_set_limits"] == {}
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert KernelSelector(cache).choices() == {}
+    assert kernels.machine_key().endswith(f"ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 torch "
+                                          f"{torch.__version__}, {torch.get_num_threads()} threads")
+    assert environment_info()["instruction_set_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2",
+                                                            "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def test_a_choice_cached_before_a_kernel_existed_is_timed_again(kernel_cache):
     """A cache written by an earlier release, whose candidates lacked a kernel that fits now, is measured again
     with every candidate; one that measured them all is read as it is."""
@@ -572,7 +593,7 @@ def test_speed_benchmark_quick_run_writes_its_json(tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(output.read_text())
     assert result["device"] == "cpu" and result["threads"] == 1 and result["peak_gflop_per_s"] > 0
-    assert {"torch", "transformers", "python", "device_name", "cpu_flags"} <= set(result)
+    assert {"torch", "transformers", "python", "device_name", "cpu_flags", "instruction_set_limits"} <= set(result)
     assert result["kernels"]["choices"] and "1 threads" in result["kernels"]["machine"]
     assert all(difference <= 1e-4 for difference in result["max_abs_difference"].values())
     rows = {(row["model"], row["batch_size"]): row for row in result["rows"]}
