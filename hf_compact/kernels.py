@@ -543,17 +543,35 @@ def _squeezebert_layer_channels_first(module, hidden_states, attention_mask=None
     return module.output.layernorm(output.transpose(1, 2)).contiguous()
 
 
+def _onednn_stacked_attention(
+    attention: nn.Module,
+    inputs: torch.Tensor,
+    batch: int,
+    projections: tuple[nn.Module, nn.Module, nn.Module],
+    attention_mask: torch.Tensor | None,
+    matmul_softmax: bool,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax attention of `attention` on (tokens, channels) `inputs` of `batch` sequences, q, k and v (the
+    `projections`) by `onednn_stacked_projection` and the attention on views of its output (as
+    `matmul_softmax_attention` with `matmul_softmax`): (batch, seq, heads, head_dim) and the probabilities."""
+    head_shape = (batch, inputs.shape[0] // batch, -1, attention.head_dim)
+    stacked = onednn_stacked_projection(inputs, attention, projections)
+    query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
+    return attention_function(attention, matmul_softmax)(
+        attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
+    )
+
+
 def _squeezebert_layer_onednn(module, hidden_states, attention_mask=None, *, matmul_softmax: bool = False, **kwargs):
     """The layer on (tokens, channels) rows, every projection by `onednn_projection` (the activation and the residuals
     in its passes), the attention on views of q, k and v (as `matmul_softmax_attention` with `matmul_softmax`)."""
     attention = module.attention
-    batch, length, channels = hidden_states.shape
+    batch, _, channels = hidden_states.shape
     inputs = hidden_states.reshape(-1, channels)
-    head_shape = (batch, length, -1, attention.head_dim)
-    stacked = onednn_stacked_projection(inputs, attention, (attention.query, attention.key, attention.value))
-    query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
-    context, _ = attention_function(attention, matmul_softmax)(
-        attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs
+    context, _ = _onednn_stacked_attention(
+        attention, inputs, batch, (attention.query, attention.key, attention.value), attention_mask, matmul_softmax,
+        **kwargs,
     )
     post = module.post_attention
     hidden = post.layernorm(onednn_projection(context.reshape(-1, channels), post.conv1d, residual=inputs))
@@ -599,13 +617,10 @@ def _distilbert_attention(blocks: bool, matmul_softmax: bool = False):
 def _distilbert_attention_onednn(module, hidden_states, attention_mask=None, *, matmul_softmax: bool = False,
                                  **kwargs):
     """The attention with q, k, v and the output projection by `onednn_projection`."""
-    batch, length, channels = hidden_states.shape
+    batch, _, channels = hidden_states.shape
     inputs = hidden_states.reshape(-1, channels)
-    head_shape = (batch, length, -1, module.head_dim)
-    stacked = onednn_stacked_projection(inputs, module, (module.q_lin, module.k_lin, module.v_lin))
-    query, key, value = (stacked[:, index].view(head_shape).transpose(1, 2) for index in range(3))
-    output, probabilities = attention_function(module, matmul_softmax)(
-        module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs
+    output, probabilities = _onednn_stacked_attention(
+        module, inputs, batch, (module.q_lin, module.k_lin, module.v_lin), attention_mask, matmul_softmax, **kwargs
     )
     output = onednn_projection(output.reshape(-1, channels), module.out_lin)
     return output.view_as(hidden_states), probabilities
