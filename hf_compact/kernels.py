@@ -300,15 +300,14 @@ def onednn_stacked_projection(
     count, groups = len(projections), getattr(projections[0], "groups", 1)
     if groups == 1:
         return _onednn_linear(inputs, weight, bias).view(inputs.shape[0], count, -1)
-    out_channels = projections[0].weight.shape[0]
-    output = inputs.new_empty(inputs.shape[0], count, out_channels)
-    per_in, per_out = inputs.shape[1] // groups, out_channels // groups
-    rows = count * per_out
+    output = inputs.new_empty(inputs.shape[0], count, projections[0].weight.shape[0])
+    rows = weight.shape[0] // groups  # group k's rows of the stacked weights: k's output channels of each projection
     for group in range(groups):
-        output[:, :, group * per_out : (group + 1) * per_out] = _onednn_linear(
-            inputs[:, group * per_in : (group + 1) * per_in], weight[group * rows : (group + 1) * rows],
-            bias[group * rows : (group + 1) * rows] if bias is not None else None,
-        ).view(-1, count, per_out)
+        channels_in, channels_out = _group_slices(projections[0], group, groups)
+        stacked_rows = slice(group * rows, (group + 1) * rows)
+        output[:, :, channels_out] = _onednn_linear(
+            inputs[:, channels_in], weight[stacked_rows], bias[stacked_rows] if bias is not None else None
+        ).view(-1, count, channels_out.stop - channels_out.start)
     return output
 
 
