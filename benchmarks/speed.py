@@ -219,12 +219,13 @@ def matmul_call(size: int, device: str, dtype: torch.dtype):
 
 def peak_calls(size: int, device: str, dtype: torch.dtype) -> dict:
     """The square products that measure the peak: `torch.mm` (the BLAS library torch was built with) and, on CPUs
-    where torch has it, oneDNN's inner product (what `hf_compact.kernels.onednn_projection` runs). Either can be the
-    faster engine on a given CPU; the peak is the faster one's rate."""
+    where torch has it, oneDNN's inner product on a weight in its own layout (what
+    `hf_compact.kernels.onednn_projection` runs). Either can be the faster engine on a given CPU; the peak is the faster
+    one's rate."""
     calls = {"peak torch.mm": matmul_call(size, device, dtype)}
     if device == "cpu" and onednn_available():
         a = torch.randn(size, size, dtype=dtype)
-        b = torch.randn(size, size, dtype=dtype)
+        b = torch.ops.mkldnn._reorder_linear_weight(torch.randn(size, size, dtype=dtype), size)
         calls["peak oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
     return calls
 

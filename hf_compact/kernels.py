@@ -6,8 +6,9 @@ the next step reads, the bias, residual and activation fused into it; q, k and v
 on each group's heads with no copies; for few tokens on several threads, projections split into column blocks
 that one batched matrix multiply shares out between the threads; a whole SqueezeBERT-style layer can run in
 SqueezeBERT's own (batch, channels, seq) layout, its projections as the grouped convolutions they are; projections
-can run on oneDNN's inner product (`onednn_projection`, the activation or residual fused into it) instead of the BLAS
-library behind `F.linear` and `torch.bmm`, which on some CPUs takes a slower vector path; and attention can run as two
+can run on oneDNN's inner product (`onednn_projection`, the activation or residual fused into it, on a copy of the
+weights packed once into oneDNN's own layout) instead of the BLAS library behind `F.linear` and `torch.bmm`, which
+on some CPUs takes a slower vector path; and attention can run as two
 matrix multiplies around a float32 softmax (`matmul_softmax_attention`) instead of the configured implementation's
 kernel, which for short sequences, or in bfloat16, can be the slower one.
 
@@ -25,7 +26,8 @@ Which of them is faster depends on the CPU, its BLAS and the shape of the input,
   a kernel only if its fastest round beats the reference's by `margin` (other work on the machine only ever adds
   time, so the fastest round is the steadiest measure of what the CPU can do); a kernel that loses on this CPU is
   never used here.
-  The choice is stored per machine (CPU model and flags, torch version, thread count) in a JSON file,
+  The choice is stored per machine (CPU model and flags, torch version, thread count) and version of this module's
+  code in a JSON file,
   `$HF_COMPACT_KERNEL_CACHE`, else `$XDG_CACHE_HOME/hf_compact/kernels.json` (`~/.cache/hf_compact/kernels.json`).
 
 ```python
@@ -171,8 +173,13 @@ def project(
 
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN's inner product as an operator (`torch.ops.mkldnn._linear_pointwise`, the
-    one torch's CPU compiler backend emits): x86 builds with oneDNN do."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    one torch's CPU compiler backend emits, with `_reorder_linear_weight` for its weights): x86 builds with oneDNN
+    do."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
 
 
 def onednn_fits(module: nn.Module) -> bool:
@@ -217,11 +224,6 @@ def _group_slices(projection: nn.Module, group: int, groups: int) -> tuple[slice
     return slice(group * per_in, (group + 1) * per_in), slice(group * per_out, (group + 1) * per_out)
 
 
-def _group_weights(projection: nn.Module, columns: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weight, bias = projection.weight, projection.bias
-    return weight.view(weight.shape[0], -1)[columns], bias[columns] if bias is not None else None
-
-
 def onednn_projection(
     inputs: torch.Tensor,
     projection: nn.Module,
@@ -235,14 +237,15 @@ def onednn_projection(
     each reading its input channels through a strided view and writing its output channels."""
     groups = getattr(projection, "groups", 1)
     fused = _fused_activation(activation) if residual is None else None
+    weights = onednn_weights(projection, (projection,))
     if groups == 1:
-        output = _onednn_linear(inputs, *_group_weights(projection, slice(None)), fused, residual)
+        output = _onednn_linear(inputs, *weights[0], fused, residual)
     else:
         output = inputs.new_empty(inputs.shape[0], projection.weight.shape[0])
-        for group in range(groups):
+        for group, (weight, bias) in enumerate(weights):
             channels_in, channels_out = _group_slices(projection, group, groups)
             output[:, channels_out] = _onednn_linear(
-                inputs[:, channels_in], *_group_weights(projection, channels_out), fused,
+                inputs[:, channels_in], weight, bias, fused,
                 residual[:, channels_out] if residual is not None else None,
             )
     if activation is not None and fused is None:
@@ -250,7 +253,11 @@ def onednn_projection(
     return output
 
 
-_stacked_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+ONEDNN_PACKING_ROWS = 128
+"""The row count (tokens) for which the oneDNN kernels lay out their weights: oneDNN packs a weight into the blocked
+layout its inner product prefers for this many rows; products with other row counts give the same numbers."""
+
+_onednn_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _parameters_key(projections: tuple[nn.Module, ...]) -> tuple:
@@ -267,47 +274,56 @@ def _same_parameters(stored: tuple, current: tuple) -> bool:
     )
 
 
-def stacked_weights(owner: nn.Module, projections: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weights and biases of `projections` (of equal shapes and groups, all with biases or none) stacked group by
-    group: the rows of group `k` are group `k` of each projection in turn, so one inner product per group computes
-    all of them. Kept for `owner` (one copy of those weights) and stacked again whenever a parameter is replaced or
-    changed in place through autograd's view of it (optimizer steps, `load_state_dict`, `torch.nn.init`, dtype
-    changes); `optimize` and `restore` drop the copies, so after edits through `.data`, which torch does not count,
-    optimize the model again."""
+def onednn_weights(
+    owner: nn.Module, projections: tuple[nn.Module, ...]
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    """For each group `k` of `projections` (of equal shapes and groups, all with biases or none), the weight and bias
+    of one oneDNN inner product computing group `k` of each projection in turn: their rows stacked, the weight packed
+    once into oneDNN's own layout (see `ONEDNN_PACKING_ROWS`) instead of on every product.
+
+    Kept for `owner` (one copy of those weights) and made again whenever a parameter is replaced or changed in place
+    through autograd's view of it (optimizer steps, `load_state_dict`, `torch.nn.init`, dtype changes); `optimize`
+    and `restore` drop the copies, so after edits through `.data`, which torch does not count, optimize the model
+    again."""
     if len({projection.bias is None for projection in projections}) > 1:
         raise ValueError("Stacked projections need biases on all of them or on none.")
     key = _parameters_key(projections)
-    entry = _stacked_weights.get(owner)
+    entry = _onednn_weights.get(owner)
     if entry is not None and _same_parameters(entry[0], key):
         return entry[1]
     groups = getattr(projections[0], "groups", 1)
     with torch.no_grad():
         weights = [projection.weight.view(groups, -1, projection.weight.shape[1]) for projection in projections]
-        weight = torch.stack(weights, dim=1).reshape(-1, weights[0].shape[-1])
+        weight = torch.stack(weights, dim=1).view(groups, -1, weights[0].shape[-1])
         bias = None
         if projections[0].bias is not None:
-            bias = torch.stack([projection.bias.view(groups, -1) for projection in projections], dim=1).reshape(-1)
-    _stacked_weights[owner] = (key, (weight, bias))
-    return weight, bias
+            bias = torch.stack([projection.bias.view(groups, -1) for projection in projections], dim=1)
+        packed = tuple(
+            (
+                torch.ops.mkldnn._reorder_linear_weight(weight[group].contiguous(), ONEDNN_PACKING_ROWS),
+                bias[group].reshape(-1).contiguous() if bias is not None else None,
+            )
+            for group in range(groups)
+        )
+    _onednn_weights[owner] = (key, packed)
+    return packed
 
 
 def onednn_stacked_projection(
     inputs: torch.Tensor, owner: nn.Module, projections: tuple[nn.Module, ...]
 ) -> torch.Tensor:
     """(tokens, len(projections), out) = each of `projections` (equal shapes and groups, all with biases or none) of
-    2-d `inputs`, as one oneDNN inner product per group on their stacked weights (see `stacked_weights`)."""
-    weight, bias = stacked_weights(owner, projections)
+    2-d `inputs`, as one oneDNN inner product per group on their stacked weights (see `onednn_weights`)."""
+    weights = onednn_weights(owner, projections)
     count, groups = len(projections), getattr(projections[0], "groups", 1)
     if groups == 1:
-        return _onednn_linear(inputs, weight, bias).view(inputs.shape[0], count, -1)
+        return _onednn_linear(inputs, *weights[0]).view(inputs.shape[0], count, -1)
     output = inputs.new_empty(inputs.shape[0], count, projections[0].weight.shape[0])
-    rows = weight.shape[0] // groups  # group k's rows of the stacked weights: k's output channels of each projection
-    for group in range(groups):
+    for group, (weight, bias) in enumerate(weights):
         channels_in, channels_out = _group_slices(projections[0], group, groups)
-        stacked_rows = slice(group * rows, (group + 1) * rows)
-        output[:, :, channels_out] = _onednn_linear(
-            inputs[:, channels_in], weight[stacked_rows], bias[stacked_rows] if bias is not None else None
-        ).view(-1, count, channels_out.stop - channels_out.start)
+        output[:, :, channels_out] = _onednn_linear(inputs[:, channels_in], weight, bias).view(
+            -1, count, channels_out.stop - channels_out.start
+        )
     return output
 
 
@@ -322,15 +338,13 @@ def onednn_feed_forward(inputs: torch.Tensor, up: nn.Module, activation: Callabl
         return onednn_projection(onednn_projection(inputs, up, activation), down, residual=inputs)
     output = inputs.new_empty(inputs.shape[0], down.weight.shape[0])
     fused = _fused_activation(activation)
-    for group in range(groups):
-        channels_in, middle_channels = _group_slices(up, group, groups)
-        middle = _onednn_linear(inputs[:, channels_in], *_group_weights(up, middle_channels), fused)
+    for group, (up_weights, down_weights) in enumerate(zip(onednn_weights(up, (up,)), onednn_weights(down, (down,)))):
+        channels_in, _ = _group_slices(up, group, groups)
+        middle = _onednn_linear(inputs[:, channels_in], *up_weights, fused)
         if fused is None:
             middle = activation_in_place(activation, middle)
         _, channels_out = _group_slices(down, group, groups)
-        output[:, channels_out] = _onednn_linear(
-            middle, *_group_weights(down, channels_out), residual=inputs[:, channels_out]
-        )
+        output[:, channels_out] = _onednn_linear(middle, *down_weights, residual=inputs[:, channels_out])
     return output
 
 
@@ -760,14 +774,21 @@ def default_cache_path() -> str:
     return os.path.join(cache_home, "hf_compact", "kernels.json")
 
 
+@functools.cache
+def kernels_digest() -> str:
+    """A digest of this module's source: choices timed with other kernel code are not read."""
+    with open(__file__, "rb") as handle:
+        return hashlib.sha1(handle.read()).hexdigest()[:12]
+
+
 def machine_key() -> str:
     """What a timing depends on besides the shape: CPU model and vector extensions (and any cap on the ones torch's
-    libraries use), torch version, threads."""
+    libraries use), torch version, threads, and the kernels' code (`kernels_digest`)."""
     from .benchmarking import cpu_flags, cpu_name, instruction_set_limits
 
     cpu = f"{cpu_name()} [{' '.join(cpu_flags())}]"
     cpu += "".join(f" {name}={value}" for name, value in instruction_set_limits().items())
-    return f"{cpu} torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu} torch {torch.__version__}, {torch.get_num_threads()} threads, kernels {kernels_digest()}"
 
 
 def _power_of_two(value: int) -> int:
@@ -966,7 +987,7 @@ def optimize(model: nn.Module, selector: KernelSelector | None = None) -> nn.Mod
     machine for the call's shape class, or the module's own forward wherever a kernel may not run. Calling it again
     changes nothing; `restore(model)` undoes it."""
     for module in model.modules():
-        _stacked_weights.pop(module, None)
+        _onednn_weights.pop(module, None)
         kernels = KERNELS.get(type(module).__name__)
         if kernels and _DISPATCH not in vars(module):
             setattr(module, _DISPATCH, vars(module).get("forward"))
@@ -977,7 +998,7 @@ def optimize(model: nn.Module, selector: KernelSelector | None = None) -> nn.Mod
 def restore(model: nn.Module) -> nn.Module:
     """Remove what `optimize` attached: every module runs its own forward again. Returns `model`."""
     for module in model.modules():
-        _stacked_weights.pop(module, None)
+        _onednn_weights.pop(module, None)
         if _DISPATCH in vars(module):
             previous = vars(module).pop(_DISPATCH)
             if previous is None:
@@ -1029,12 +1050,14 @@ __all__ = [
     "default_cache_path",
     "default_selector",
     "is_optimized",
+    "kernels_digest",
     "machine_key",
     "onednn_available",
     "onednn_feed_forward",
     "onednn_fits",
     "onednn_projection",
     "onednn_stacked_projection",
+    "onednn_weights",
     "optimize",
     "optimized",
     "pick",
