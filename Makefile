@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-full test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.runtime
 	$(BIN)/python recipes/demo.py --output_dir outputs/demo
+
+# The longer demo: the grouped student general-distilled on raw text before its task distillation.
+demo-full: $(VENV)/.runtime
+	$(BIN)/python recipes/demo.py --output_dir outputs/demo-full --full
 
 test: install
 	$(BIN)/python -m pytest -q -n auto tests

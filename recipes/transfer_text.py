@@ -29,7 +29,7 @@ import datasets
 from hf_compact.io import atomic_path
 from out_of_domain import _AIRLINE_HANDLE, _clean, corpus_path, load_airline_tweets
 from rotten_tomatoes import corpus_path as reviews_path
-from rotten_tomatoes import load_reviews
+from rotten_tomatoes import load_reviews, rotten_tomatoes_splits
 
 
 # What the model cards say about the texts without labels the students were distilled on.
@@ -41,6 +41,7 @@ DESCRIPTION = (
 )
 PLOTS_FILE = "rotten_tomatoes_plots.jsonl"
 TWEETS_FILE = "tweets_other_topics.jsonl"
+GENERAL_FILE = "general_corpus.jsonl"
 
 
 def load_plots() -> list[str]:
@@ -96,6 +97,20 @@ def write_sample(folder: str | os.PathLike, size: int, seed: int = 0) -> str:
     return path
 
 
+def write_general_corpus(folder: str | os.PathLike) -> str:
+    """Write `<folder>/general_corpus.jsonl` (column `text`) once: every text of `write_unlabeled` and the training
+    reviews of the demo's split without their labels, the raw text of the demo's general distillation (`--full`);
+    returns its path."""
+    path = os.path.join(os.fspath(folder), GENERAL_FILE)
+    if not os.path.isfile(path):
+        texts = [text for source in write_unlabeled(folder)
+                 for text in datasets.load_dataset("json", data_files=source, split="train")["text"]]
+        texts += list(rotten_tomatoes_splits()["train"]["text"])
+        with atomic_path(path) as temporary:
+            datasets.Dataset.from_dict({"text": texts}).to_json(temporary, lines=True)
+    return path
+
+
 def check_no_airline_tweet(texts: list[str]) -> None:
     """Raise when any of `texts` is one of the out-of-domain airline tweets (compared without case)."""
     airline = {text.casefold() for texts_of_label in load_airline_tweets().values() for text in texts_of_label}
@@ -106,10 +121,12 @@ def check_no_airline_tweet(texts: list[str]) -> None:
 
 __all__ = [
     "DESCRIPTION",
+    "GENERAL_FILE",
     "PLOTS_FILE",
     "TWEETS_FILE",
     "load_other_tweets",
     "load_plots",
+    "write_general_corpus",
     "write_sample",
     "write_unlabeled",
 ]

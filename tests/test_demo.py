@@ -67,12 +67,14 @@ def test_quick_demo_end_to_end(tmp_path):
     output, cards = tmp_path / "demo", tmp_path / "cards"
     # bf16 variants only: the int8 ones take an ONNX export of each model (the costliest step of a quick run) and
     # go through the same make_variants and load_variant, tested with both int8 engines in test_precision.py.
-    stdout = run_demo(output, cards, "--export", "bf16")
-    for stage in ("1/4", "2/4", "3/4", "4/4"):
+    # --full: the grouped student general-distilled first (the plain run differs only in not doing so; see
+    # test_only_the_full_run_starts_students_from_general_distillation).
+    stdout = run_demo(output, cards, "--export", "bf16", "--full")
+    for stage in ("1/4", "2/4", "3/4", "4/4", "General distillation of compact_squeezebert"):
         assert stage in stdout
 
     summary = json.loads((output / "summary.json").read_text())
-    assert set(summary["stage_minutes"]) == {"teacher", "students", "measure_and_cards"}
+    assert set(summary["stage_minutes"]) == {"teacher", "general_distillation", "students", "measure_and_cards"}
     assert sum(summary["stage_minutes"].values()) == pytest.approx(summary["minutes"], rel=0.01)
     rows = {(row["model_type"], row["distilled"]): row for row in summary["students"]}
     assert set(rows) == {(t, d) for t in ("compact_distilbert", "compact_squeezebert") for d in (True, False)}
@@ -97,7 +99,16 @@ def test_quick_demo_end_to_end(tmp_path):
         assert variant.get("kept", True) <= variant["passed_gate"]
     assert set(summary["variant_goals"]) <= {"compact_distilbert", "compact_squeezebert"}
 
+    # General distillation: a masked-LM-task run of the grouped shape on raw text, no labels, no head; the grouped
+    # student's task distillation started from it (the recipe recorded --student_init), as its card says.
+    general = json.loads((output / "general" / "compact-squeezebert-rotten-tomatoes" / "results.json").read_text())
+    assert general["task"] == "fill-mask" and general["model_type"] == "compact_squeezebert"
+    squeeze_results = json.loads((cards / "compact-squeezebert-rotten-tomatoes" / "results.json").read_text())
+    assert squeeze_results["training"]["init"].startswith("general distillation from the pretrained teacher")
+    assert squeeze_results["training"]["init"].endswith("(--student_init)")
+    assert "general distillation" in (cards / "compact-squeezebert-rotten-tomatoes" / "README.md").read_text()
     distilled_results = json.loads((cards / "compact-distilbert-rotten-tomatoes" / "results.json").read_text())
+    assert distilled_results["training"]["init"].startswith("teacher layers")
     # the transfer texts were learned from
     assert 0 < distilled_results["training"]["unlabeled_examples"] <= demo.QUICK_TRANSFER
     assert distilled_results["training"]["unlabeled_files"] == [f"transfer_{demo.QUICK_TRANSFER}.jsonl"]
@@ -131,5 +142,24 @@ def test_quick_demo_end_to_end(tmp_path):
     assert prediction["label"] in ("negative", "positive")
 
     # A rerun keeps every finished stage and only measures and writes again.
-    again = run_demo(output, cards, "--export", "")  # (no variants this time: they were tested above)
-    assert "teacher already fine-tuned" in again and "already trained" in again
+    again = run_demo(output, cards, "--export", "", "--full")  # (no variants this time: they were tested above)
+    assert "teacher already fine-tuned" in again
+    assert "general/compact-squeezebert-rotten-tomatoes already trained" in again
+    assert "General distillation of" not in again
+
+
+def test_only_the_full_run_starts_students_from_general_distillation(tmp_path):
+    """`make demo` trains every student from the teacher's layers; --full starts the grouped one's task distillation
+    from its general-distilled student, in folders of its own, so neither run's students are taken for the other's."""
+    sys.path.insert(0, str(Path(DEMO).parent))
+    import demo
+
+    plain = demo.parse_args(["--output_dir", str(tmp_path)])
+    full = demo.parse_args(["--output_dir", str(tmp_path), "--full"])
+    assert demo.general_distillation(plain, "teacher", "no") == {}
+    runs = [(student_type, distilled) for student_type in demo.STUDENTS for distilled in (True, False)]
+    differ = {run for run in runs if demo.run_folder(plain, *run, 1) != demo.run_folder(full, *run, 1)}
+    assert differ == {("compact_squeezebert", True)}
+    for student_type in demo.STUDENTS:
+        argv = demo.student_argv(plain, "teacher", student_type, 1, "out", "no", distilled=True)
+        assert "--student_init" not in argv
