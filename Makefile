@@ -43,7 +43,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.runtime
 	$(BIN)/python recipes/demo.py --output_dir outputs/demo
 
-# The longer demo: the grouped student general-distilled on raw text before its task distillation.
+# The longer demo: the students general-distilled on raw text before their task distillation.
 demo-full: $(VENV)/.runtime
 	$(BIN)/python recipes/demo.py --output_dir outputs/demo-full --full
 

@@ -67,14 +67,17 @@ def test_quick_demo_end_to_end(tmp_path):
     output, cards = tmp_path / "demo", tmp_path / "cards"
     # bf16 variants only: the int8 ones take an ONNX export of each model (the costliest step of a quick run) and
     # go through the same make_variants and load_variant, tested with both int8 engines in test_precision.py.
-    # --full: the grouped student general-distilled first (the plain run differs only in not doing so; see
+    # --full with one general-distilled student: the grouped one starts from general distillation, the dense one
+    # from the teacher's layers as in the plain run (which differs only in that; see
     # test_only_the_full_run_starts_students_from_general_distillation).
-    stdout = run_demo(output, cards, "--export", "bf16", "--full")
+    full = ("--full", "--general_students", "compact_squeezebert")
+    stdout = run_demo(output, cards, "--export", "bf16", *full)
     for stage in ("1/4", "2/4", "3/4", "4/4", "General distillation of compact_squeezebert"):
         assert stage in stdout
 
     summary = json.loads((output / "summary.json").read_text())
     assert set(summary["stage_minutes"]) == {"teacher", "general_distillation", "students", "measure_and_cards"}
+    assert summary["full"] and summary["general_students"] == ["compact_squeezebert"] and summary["seeds"] == [1]
     assert sum(summary["stage_minutes"].values()) == pytest.approx(summary["minutes"], rel=0.01)
     rows = {(row["model_type"], row["distilled"]): row for row in summary["students"]}
     assert set(rows) == {(t, d) for t in ("compact_distilbert", "compact_squeezebert") for d in (True, False)}
@@ -142,14 +145,14 @@ def test_quick_demo_end_to_end(tmp_path):
     assert prediction["label"] in ("negative", "positive")
 
     # A rerun keeps every finished stage and only measures and writes again.
-    again = run_demo(output, cards, "--export", "", "--full")  # (no variants this time: they were tested above)
+    again = run_demo(output, cards, "--export", "", *full)  # (no variants this time: they were tested above)
     assert "teacher already fine-tuned" in again
     assert "general/compact-squeezebert-rotten-tomatoes already trained" in again
     assert "General distillation of" not in again
 
 
-def test_only_the_full_run_starts_students_from_general_distillation(tmp_path):
-    """`make demo` trains every student from the teacher's layers; --full starts the grouped one's task distillation
+def test_only_the_full_run_starts_students_from_general_distillation(tmp_path, capsys):
+    """`make demo` trains every student from the teacher's layers; --full starts each student's task distillation
     from its general-distilled student, in folders of its own, so neither run's students are taken for the other's."""
     sys.path.insert(0, str(Path(DEMO).parent))
     import demo
@@ -159,7 +162,10 @@ def test_only_the_full_run_starts_students_from_general_distillation(tmp_path):
     assert demo.general_distillation(plain, "teacher", "no") == {}
     runs = [(student_type, distilled) for student_type in demo.STUDENTS for distilled in (True, False)]
     differ = {run for run in runs if demo.run_folder(plain, *run, 1) != demo.run_folder(full, *run, 1)}
-    assert differ == {("compact_squeezebert", True)}
+    assert differ == {("compact_distilbert", True), ("compact_squeezebert", True)}
     for student_type in demo.STUDENTS:
         argv = demo.student_argv(plain, "teacher", student_type, 1, "out", "no", distilled=True)
         assert "--student_init" not in argv
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--output_dir", str(tmp_path), "--full", "--general_students", "compact_bert"])
+    assert "--general_students takes some of compact_distilbert, compact_squeezebert" in capsys.readouterr().err
